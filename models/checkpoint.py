@@ -226,15 +226,18 @@ def save_checkpoint(path: str | os.PathLike, nets: dict[str, Any], config: Any =
 
 
 def _refuse_pickle(p: Path) -> None:
+    """Raise unless ``p`` starts like a safetensors file (u64 header length, then ``{``); name pickles."""
+    size = p.stat().st_size
     with open(p, "rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80" or p.suffix in (".pt", ".pth", ".ckpt", ".pkl", ".bin"):
         raise CheckpointError(
             f"{p} looks like a pickled PyTorch file (torch.save); this project never unpickles files "
             f"(unpickling can run arbitrary code). Convert it where you trust it: "
             f"models.save_checkpoint(path, {{'generator': state_dict}}, config) writes safetensors + JSON.")
-    if len(head) < 8:
-        raise CheckpointError(f"{p} is not a safetensors file (only {len(head)} bytes)")
+    raise CheckpointError(f"{p} is not a safetensors file (bad header)")
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, Any]:
