@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -21,3 +23,151 @@ def test_group_wct_module_equals_function():
         m(torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8))
     with pytest.raises(ValueError):
         wnn.GroupWCT(10, groups=4)
+
+
+# ---------------------------------------------------------------------------------------------- ZCANorm2d
+def _as_matrix(x):
+    """(B, C, H, W) -> (B*H*W, C) data matrix (rows = observations)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+@pytest.mark.parametrize("eps", [1e-6, 0.1])
+def test_zcanorm_matches_kornia_zca_float64(eps):
+    kornia = pytest.importorskip("kornia")
+    x = (torch.randn(6, 3, 3, 5, dtype=D64) @ torch.randn(5, 5, dtype=D64)).permute(0, 3, 1, 2) + 1.5
+    m = wnn.ZCANorm2d(5, eps=eps, eps_mode="absolute", affine=False).double().train()
+    y = m(x)
+    zca = kornia.enhance.ZCAWhitening(eps=eps, unbiased=False, compute_inv=True)
+    xm = _as_matrix(x)
+    ref = zca(xm, include_fit=True)
+    assert torch.allclose(_as_matrix(y), ref, atol=1e-10)
+    assert torch.allclose(_as_matrix(m.inverse(y)), zca.inverse_transform(ref), atol=1e-10)
+    assert torch.allclose(F.zca_whiten(x, eps=eps, eps_mode="absolute"), y, atol=1e-12)
+
+
+@pytest.mark.parametrize("eps_mode", ["absolute", "trace"])
+def test_zcanorm_round_trip_is_exact_with_eps(eps_mode):
+    x = torch.tensor([[0.0, 1.0], [1.0, 0.0], [-1.0, 0.0], [0.0, -1.0]], dtype=D64).view(4, 2, 1, 1)
+    m = wnn.ZCANorm2d(2, eps=0.1, eps_mode=eps_mode).double().train()
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([2.0, 0.5]))
+        m.bias.copy_(torch.tensor([0.3, -1.0]))
+    y = m(x)
+    assert not torch.allclose(y, x)
+    assert torch.allclose(m.inverse(y), x, atol=1e-12)  # X, not 0.93 X
+    m.eval()  # running statistics: inverse of the eval transform is exact as well
+    assert torch.allclose(m.inverse(m(x)), x, atol=1e-12)
+
+
+def test_zcanorm_module_equals_function_with_groups_and_affine():
+    x = torch.randn(4, 12, 5, 5)
+    m = wnn.ZCANorm2d(12, groups=3).train()
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 2)
+        m.bias.normal_()
+    ref = F.zca_whiten(x, groups=3) * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)
+    assert torch.allclose(m(x), ref, atol=1e-6)
+    assert wnn.ZCANorm2d(12, group_size=4).groups == 3
+    assert wnn.ZCANorm2d(2, group_size=4).groups == 1
+
+
+@pytest.mark.parametrize("track", ["covariance", "whitening"])
+def test_zcanorm_running_statistics_and_eval(track):
+    torch.manual_seed(1)
+    mix = torch.randn(6, 6, dtype=D64)
+    m = wnn.ZCANorm2d(6, groups=2, momentum=None, track=track, affine=False).double()
+    batches = [(torch.randn(8, 4, 4, 6, dtype=D64) @ mix).permute(0, 3, 1, 2) + 2 for _ in range(3)]
+    for xb in batches:
+        m.train()(xb)
+    assert int(m.num_batches_tracked) == 3
+    allx = torch.cat(batches)
+    xg = allx.permute(1, 0, 2, 3).reshape(2, 3, -1)
+    assert torch.allclose(m.running_mean, xg.mean(-1).reshape(-1), atol=1e-12)  # equal batch sizes
+    m.eval()
+    if track == "covariance":
+        covs = [F.zca_whiten(b, groups=2, return_stats=True)[2] for b in batches]
+        n = batches[0].numel() // 6
+        assert torch.allclose(m.running_cov, sum(covs) / 3 * n / (n - 1), atol=1e-12)
+    # eval whitens new data drawn from the same distribution to ~identity covariance
+    xt = (torch.randn(64, 4, 4, 6, dtype=D64) @ mix).permute(0, 3, 1, 2) + 2
+    y = m(xt)
+    c = F.zca_whiten(y, groups=2, return_stats=True)[2]
+    assert (c - torch.eye(3, dtype=D64)).abs().max() < 0.35
+    assert torch.equal(m(xt), y)  # cached eval matrix gives the same result
+
+
+def test_zcanorm_momentum_update_rule():
+    m = wnn.ZCANorm2d(3, momentum=0.1, eps_mode="absolute").double()
+    x = torch.randn(5, 3, 2, 2, dtype=D64) + 1
+    m(x)
+    _, mean, cov = F.zca_whiten(x, return_stats=True)
+    assert torch.allclose(m.running_mean, 0.1 * mean, atol=1e-12)
+    n = 20
+    assert torch.allclose(m.running_cov[0], 0.9 * torch.eye(3, dtype=D64) + 0.1 * cov[0] * n / (n - 1))
+
+
+@pytest.mark.parametrize("track", ["covariance", "whitening"])
+@pytest.mark.parametrize(
+    "case", ["constant", "tiny_trace", "rank_deficient"]
+)
+def test_zcanorm_degenerate_batches_are_finite(case, track):
+    if case == "constant":
+        x = torch.full((8, 16, 4, 4), 0.7)
+    elif case == "tiny_trace":  # covariance trace ~1e-8 in float32
+        x = torch.randn(8, 16, 4, 4) * (1e-8 / 16) ** 0.5 + 0.3
+    else:  # fewer positions (2*1*1) than channels (16)
+        x = torch.randn(2, 16, 1, 1)
+    x.requires_grad_(True)
+    m = wnn.ZCANorm2d(16, groups=2, track=track)
+    y = m(x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    for buf in m.buffers():
+        assert torch.isfinite(buf).all()
+    m.eval()
+    assert torch.isfinite(m(x)).all()
+    if case == "tiny_trace":  # scale-invariant eps: tiny features are whitened like large ones
+        ref = wnn.ZCANorm2d(16, groups=2, track=track)(x.detach() * 1e4)
+        assert torch.allclose(y, ref, atol=1e-3)
+
+
+def test_zcanorm_errors():
+    with pytest.raises(ValueError, match="C"):
+        wnn.ZCANorm2d(10, groups=4)
+    with pytest.raises(ValueError, match="track"):
+        wnn.ZCANorm2d(4, track="x")
+    m = wnn.ZCANorm2d(4)
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        m(torch.randn(2, 5, 3, 3))
+    with pytest.raises(ValueError, match="more than 1 value"):
+        m(torch.randn(1, 4, 1, 1))
+    with pytest.raises(ValueError):
+        wnn.ZCANorm2d(6, group_size=4)
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded BLAS for the 512 x 512 eigh: on a loaded 2-core runner, 2 threads are ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_zcanorm_is_a_torchvision_norm_layer(one_thread):
+    from torchvision.models import resnet
+
+    # the ResNet-18 widths (64..512) with one block per stage, ZCANorm2d with its defaults as norm_layer
+    net = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], num_classes=5, norm_layer=wnn.ZCANorm2d)
+    assert isinstance(net.bn1, wnn.ZCANorm2d) and isinstance(net.layer4[0].bn2, wnn.ZCANorm2d)
+    x = torch.randn(2, 3, 32, 32)
+    out = net(x)
+    out.sum().backward()
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    net.eval()
+    assert torch.isfinite(net(x)).all()
+    sd = net.state_dict()
+    assert "bn1.running_cov" in sd and sd["layer4.0.bn1.running_cov"].shape == (1, 512, 512)
+    grouped = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], norm_layer=partial(wnn.ZCANorm2d, group_size=16))
+    assert grouped.layer4[0].bn1.groups == 32
