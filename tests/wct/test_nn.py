@@ -171,3 +171,52 @@ def test_zcanorm_is_a_torchvision_norm_layer(one_thread):
     assert "bn1.running_cov" in sd and sd["layer4.0.bn1.running_cov"].shape == (1, 512, 512)
     grouped = resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], norm_layer=partial(wnn.ZCANorm2d, group_size=16))
     assert grouped.layer4[0].bn1.groups == 32
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+_DIST_WORKER = r'''
+import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+from wct import nn as wnn
+
+def run(rank, world, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)
+    x = torch.randn(8, 6, 3, 3, dtype=torch.float64) * 2 + 1
+    g = torch.randn(8, 6, 3, 3, dtype=torch.float64)
+    m = wnn.ZCANorm2d(6, groups=2).double()
+    half = slice(4 * rank, 4 * rank + 4)
+    xl = x[half].clone().requires_grad_(True)
+    y = m(xl)
+    (y * g[half]).sum().backward()
+    torch.save({"y": y.detach(), "xgrad": xl.grad, "wgrad": m.weight.grad, "rm": m.running_mean,
+                "rc": m.running_cov}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    mp.spawn(run, args=(2, f"file://{out}/store", out), nprocs=2, join=True)
+'''
+
+
+@pytest.mark.slow  # two spawned processes: ~40 s on a loaded 2-core runner
+def test_zcanorm_distributed_averages_statistics_and_gradients(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_DIST_WORKER)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    torch.manual_seed(0)
+    x = (torch.randn(8, 6, 3, 3, dtype=D64) * 2 + 1).requires_grad_(True)
+    g = torch.randn(8, 6, 3, 3, dtype=D64)
+    m = wnn.ZCANorm2d(6, groups=2).double()
+    y = m(x)
+    (y * g).sum().backward()
+    assert torch.allclose(torch.cat([r["y"] for r in res]), y, atol=1e-10)
+    assert torch.allclose(torch.cat([r["xgrad"] for r in res]), x.grad, atol=1e-10)
+    assert torch.allclose(res[0]["wgrad"] + res[1]["wgrad"], m.weight.grad, atol=1e-10)
+    for r in res:
+        assert torch.allclose(r["rm"], m.running_mean, atol=1e-12)
+        assert torch.allclose(r["rc"], m.running_cov, atol=1e-12)
