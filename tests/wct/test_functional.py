@@ -112,3 +112,188 @@ def test_shape_errors_name_the_expected_shape():
         F.wct(torch.randn(3, 8, 4, 4), torch.randn(2, 8, 4, 4), groups=2)
     with pytest.raises(TypeError):
         F.whiten(torch.ones(1, 8, 4, 4, dtype=torch.long), groups=2)
+
+
+# ---------------------------------------------------------------------------------------------- structure
+def test_wct_uses_one_batched_eigh_call(monkeypatch):
+    from wct import linalg
+
+    calls = []
+    real = linalg.eigh
+
+    def spy(a, **kw):
+        calls.append(tuple(a.shape))
+        return real(a, **kw)
+
+    monkeypatch.setattr(linalg, "eigh", spy)
+    F.wct(torch.randn(3, 16, 8, 8), torch.randn(3, 16, 5, 5), groups=4)
+    assert calls == [(24, 4, 4)]  # 3 samples x 4 groups, content and style together
+    calls.clear()
+    F.whiten(torch.randn(3, 16, 8, 8), groups=4)
+    assert calls == [(3, 4, 4, 4)]
+
+
+def test_low_precision_and_autocast_keep_dtype():
+    x, s = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = F.wct(x.bfloat16(), s.bfloat16(), groups=2)
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), F.wct(x.bfloat16().float(), s.bfloat16().float(), groups=2), atol=0.05)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+def test_gradcheck_whiten_color_zca_float64():
+    x = torch.randn(2, 4, 3, 3, dtype=D64, requires_grad=True)
+    s = torch.randn(1, 4, 4, 4, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: F.whiten(t, groups=2, backward="exact"), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.color(x, t, groups=2, backward="exact"), (s,))
+    assert torch.autograd.gradcheck(lambda t: F.zca_whiten(t, groups=2, backward="exact"), (x,))
+    # precomputed statistics are differentiable too
+    st = F.group_stats(s.detach(), groups=2)
+    mean = st.mean.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m: F.wct(x, F.GroupStats(m, st.cov), groups=2), (mean,))
+
+
+@pytest.mark.parametrize("backward", ["taylor", "pade", "power_iteration", "clip", "spectral"])
+def test_robust_backwards_match_exact_on_well_separated_spectrum(backward):
+    x = torch.randn(2, 6, 8, 8, dtype=D64) * torch.tensor([0.5, 1, 2, 3, 4, 5], dtype=D64).view(1, 6, 1, 1)
+    g = torch.randn_like(x)
+    grads = {}
+    for bw in ("exact", backward):
+        xx = x.clone().requires_grad_(True)
+        (F.whiten(xx, groups=2, backward=bw) * g).sum().backward()
+        grads[bw] = xx.grad
+    rel = (grads[backward] - grads["exact"]).norm() / grads["exact"].norm()
+    assert rel < 0.05, rel
+
+
+def _hadamard(n):
+    h = torch.ones(1, 1, dtype=D64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h
+
+
+def _identical_groups(scale=(1.0, 4.0)):
+    """(1, 4, 2, 4): two uncorrelated groups of 2 channels with identical covariances diag(scale) (exactly),
+    so the full 4 x 4 covariance (groups=1) has every eigenvalue twice."""
+    rows = _hadamard(8)[1:5]  # zero-mean, orthogonal, exact
+    sc = torch.tensor(list(scale) * 2, dtype=D64).sqrt()
+    return (sc[:, None] * rows).reshape(1, 4, 2, 4)
+
+
+@pytest.mark.parametrize("op", ["whiten", "wct", "color", "zca", "cov_pool"])
+def test_repeated_eigenvalues_taylor_finite_where_exact_is_not(op):
+    x0 = _identical_groups()
+    g = None
+
+    def run(backward):
+        nonlocal g
+        x = x0.clone().requires_grad_(True)
+        if op == "whiten":
+            y = F.whiten(x, groups=1, backward=backward)
+        elif op == "wct":
+            y = F.wct(x, torch.randn(1, 4, 3, 3, dtype=D64, generator=torch.Generator().manual_seed(1)), groups=1,
+                      backward=backward)
+        elif op == "color":
+            y = F.color(torch.randn(1, 4, 3, 3, dtype=D64, generator=torch.Generator().manual_seed(2)), x,
+                        groups=1, backward=backward)
+        elif op == "zca":
+            y = F.zca_whiten(x.permute(2, 1, 0, 3), backward=backward)  # rows of the map as the batch
+        else:
+            y = F.cov_pool(x, backward=backward, normalize="none")
+        if g is None:
+            g = torch.randn(y.shape, dtype=D64, generator=torch.Generator().manual_seed(3))
+        (y * g).sum().backward()
+        return x.grad
+
+    assert not torch.isfinite(run("exact")).all()
+    grad = run("taylor")
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def test_top_k_whitening_never_divides_by_dropped_eigenvalues():
+    # rank-2 groups of 4 channels (channels 2, 3 are combinations of 0, 1), eps = 0
+    base = torch.randn(2, 2, 6, 6, dtype=D64)
+    mix = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]], dtype=D64)
+    x = torch.einsum("cj,bjhw->bchw", mix, base).requires_grad_(True)
+    y = F.whiten(x, groups=1, eps=0.0, k=2)
+    y.square().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    lam = torch.linalg.eigvalsh(F.group_stats(y, groups=1).cov)
+    assert torch.allclose(lam, torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=D64).expand_as(lam), atol=1e-8)
+    # without k the zero eigenvalues are divided by: the output explodes
+    assert F.whiten(x.detach(), groups=1, eps=0.0).abs().max() > 1e3
+    with pytest.raises(ValueError, match="spectral"):
+        F.whiten(x, groups=1, k=2, backward="spectral")
+
+
+@pytest.mark.parametrize("case", ["constant", "tiny_trace", "rank_deficient"])
+def test_wct_degenerate_features_are_finite(case):
+    if case == "constant":
+        c = torch.full((8, 16, 4, 4), 0.7)
+    elif case == "tiny_trace":
+        c = torch.randn(8, 16, 4, 4) * (1e-8 / 16) ** 0.5 - 2
+    else:  # 2 positions, 8 channels per group
+        c = torch.randn(8, 16, 1, 2)
+    c.requires_grad_(True)
+    s = torch.randn(8, 16, 1, 3, requires_grad=True)  # rank-deficient style as well
+    y = F.wct(c, s, groups=2)
+    (y * torch.randn_like(y)).sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(c.grad).all() and torch.isfinite(s.grad).all()
+    if case == "constant":  # nothing to whiten: the style mean
+        assert torch.allclose(y, F.group_stats(s.detach(), groups=2).mean[..., None, None].expand_as(y), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- color_transfer
+def test_color_transfer_matches_style_colour_statistics():
+    content = torch.rand(2, 3, 24, 24)
+    style = 0.5 + 0.08 * torch.randn(2, 3, 16, 20)  # narrow colour distribution: no clamping happens
+    style[:, 0] += 0.05 * style[:, 1]
+    out = F.color_transfer(content, style.clamp(0, 1))
+    raw = F.wct(content, style.clamp(0, 1), groups=1)
+    assert torch.equal(out, raw.clamp(0, 1)) and out.min() >= 0 and out.max() <= 1
+    so, ss = F.group_stats(out.double(), groups=1), F.group_stats(style.clamp(0, 1).double(), groups=1)
+    assert torch.allclose(so.mean, ss.mean, atol=1e-4)
+    assert torch.allclose(so.cov, ss.cov, atol=1e-4)
+    assert torch.equal(F.color_transfer(content, style.clamp(0, 1), alpha=0.0), content)
+
+
+def test_color_transfer_errors():
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        F.color_transfer(torch.rand(1, 4, 8, 8), torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        F.color_transfer(torch.rand(1, 3, 8, 8) * 255, torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError):
+        F.color_transfer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), alpha=2.0)
+
+
+# ---------------------------------------------------------------------------------------------- cov_pool
+@pytest.mark.parametrize("normalize", ["trace", "none"])
+@pytest.mark.parametrize("power", [0.5, 1.0, 0.25])
+def test_cov_pool_matches_numpy_oracle(normalize, power):
+    import numpy as np
+
+    x = torch.randn(2, 5, 6, 6, dtype=D64) * 3
+    out = F.cov_pool(x, power=power, normalize=normalize)
+    assert out.shape == (2, 15)
+    for i in range(2):
+        xi = x[i].reshape(5, -1).numpy()
+        cov = np.cov(xi, bias=True)
+        if normalize == "trace":
+            cov = cov / np.trace(cov)
+        w, v = np.linalg.eigh(cov)
+        ref = (v * np.maximum(w, 1e-5) ** power) @ v.T
+        iu = np.triu_indices(5)
+        assert np.allclose(out[i].numpy(), ref[iu], atol=1e-10)
+
+
+def test_cov_pool_gradcheck_and_errors():
+    x = torch.randn(2, 3, 4, 4, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: F.cov_pool(t, backward="exact"), (x,))
+    with pytest.raises(ValueError, match="normalize"):
+        F.cov_pool(x, normalize="frobenius")
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        F.cov_pool(torch.randn(3, 4, 4))
+    with pytest.raises(ValueError, match="eps"):
+        F.cov_pool(x, eps=-1.0)
