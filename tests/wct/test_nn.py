@@ -220,3 +220,50 @@ def test_zcanorm_distributed_averages_statistics_and_gradients(tmp_path):
     for r in res:
         assert torch.allclose(r["rm"], m.running_mean, atol=1e-12)
         assert torch.allclose(r["rc"], m.running_cov, atol=1e-12)
+
+
+def test_zcanorm_gradcheck_train_mode_float64():
+    m = wnn.ZCANorm2d(4, groups=2, backward="exact").double()
+    with torch.no_grad():
+        m.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 4, 2, 2, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: m(t), (x,))
+    assert torch.autograd.gradcheck(lambda t: m.inverse(t), (x,))
+
+
+def test_zcanorm_eval_cache_follows_buffers_and_state_dict():
+    a, b = wnn.ZCANorm2d(4), wnn.ZCANorm2d(4)
+    a(torch.randn(8, 4, 3, 3) * 3)
+    a.eval()
+    b.eval()
+    x = torch.randn(2, 4, 3, 3)
+    yb = b(x)  # running statistics at their initial values: identity whitening
+    assert torch.allclose(yb, x, atol=1e-4)
+    b.load_state_dict(a.state_dict())
+    assert torch.allclose(b(x), a(x)) and not torch.allclose(b(x), yb)
+    c = wnn.ZCANorm2d(4, track_running_stats=False).eval()
+    assert torch.allclose(c(x), F.zca_whiten(x), atol=1e-6)  # batch statistics also in eval
+
+
+@pytest.mark.parametrize("track", ["covariance", "whitening"])
+def test_zcanorm_inverse_eval_and_top_k(track):
+    x = torch.randn(6, 6, 3, 3, dtype=D64)
+    m = wnn.ZCANorm2d(6, groups=3, track=track, momentum=1.0).double()
+    m(x)
+    m.eval()
+    assert torch.allclose(m.inverse(m(x)), x, atol=1e-8)
+    # top-k: the inverse is the projection on the kept components (rank 2 of each 3-channel group)
+    mk = wnn.ZCANorm2d(6, groups=2, k=2, affine=False).double()
+    y = mk(x)
+    proj = mk.inverse(y)
+    assert torch.allclose(mk.inverse(mk(proj)), proj, atol=1e-8)
+    assert not torch.allclose(proj, x, atol=1e-3)
+
+
+def test_cov_pool_module_equals_function():
+    x = torch.randn(2, 6, 5, 5)
+    m = wnn.CovPool(power=0.5, normalize="trace")
+    assert torch.equal(m(x), F.cov_pool(x, power=0.5, normalize="trace"))
+    assert m(x).shape == (2, wnn.CovPool.output_dim(6))
+    with pytest.raises(ValueError):
+        wnn.CovPool(normalize="x")
