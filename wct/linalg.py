@@ -11,7 +11,10 @@ which is infinite for equal eigenvalues (``diag(1, 1, 2)`` gives an all-NaN grad
 backward pass (``backward=``, see :data:`BACKWARDS`):
 
 ========================  ===================================================================================
-``"exact"``               the analytic formula, identical to ``torch.linalg.eigh`` (unbounded, NaN on ties).
+``"exact"``               the analytic formula of ``torch.linalg.eigh`` (unbounded for close eigenvalues).
+                          Only bitwise-equal eigenvalues differ from torch (which returns NaN): they get
+                          :math:`K_{ij} = 0`, the right value for losses invariant to rotations inside the
+                          degenerate eigenspace (e.g. :math:`V f(\Lambda) V^\top`).
 ``"taylor"`` (default)    degree-``K`` Taylor expansion around the larger eigenvalue (Wang, Dang, Hu, Fua,
                           Salzmann, "Robust Differentiable SVD", TPAMI 2021, eqs. 9-12):
                           :math:`\tilde K_{ij} = \pm\frac{1}{\lambda_L}\sum_{k=0}^{K} q^k`,
@@ -143,8 +146,8 @@ def k_bound(backward: str = "taylor", *, degree: int = 9, eps: float = 1e-5, cli
         ``clip`` (clip), ``inf`` (exact).
 
     Example:
-        >>> k_bound("taylor", degree=9, eps=1e-5)
-        1000000.0
+        >>> round(k_bound("taylor", degree=9, eps=1e-5))  # (K+1)/eps
+        1000000
     """
     _check_options(backward, degree, eps, clip, torch.float64, BACKWARDS)
     if backward == "exact":
@@ -208,8 +211,8 @@ def taylor_k(lam: torch.Tensor, *, degree: int = 9, eps: float = 1e-5, backward:
         (10.0, 0.999023)
     """
     if backward == "exact":
-        k = 1.0 / (lam.unsqueeze(-2) - lam.unsqueeze(-1))
-        return k.diagonal_scatter(torch.zeros_like(lam), dim1=-2, dim2=-1)
+        e = lam.unsqueeze(-2) - lam.unsqueeze(-1)
+        return torch.where(e == 0, torch.zeros_like(e), 1.0 / e)
     if backward not in ("taylor", "pade"):
         raise ValueError(f"backward must be 'taylor', 'pade' or 'exact', got {backward!r}")
     up = _series_closed(lam.clamp_min(eps), degree, backward == "pade")
@@ -231,8 +234,9 @@ def _inner(lam: torch.Tensor, m: torch.Tensor, backward: str, degree: int, eps: 
     """``S = K~ o (M - M^T) / 2`` (symmetric) for ``M = V^T dL/dV``; diagonal left arbitrary (overwritten)."""
     skew = m - m.mT  # the 1/2 is folded into K below
     if backward == "exact":
-        lam2 = 2.0 * lam
-        return skew / (lam2.unsqueeze(-2) - lam2.unsqueeze(-1))  # ties: inf / NaN, as torch
+        e2 = 2.0 * (lam.unsqueeze(-2) - lam.unsqueeze(-1))
+        # exact ties (bitwise equal eigenvalues): K = 0, the degenerate-subspace convention (torch: NaN)
+        return torch.where(e2 == 0, torch.zeros_like(skew), skew / e2)
     if backward == "clip":
         e = lam.unsqueeze(-2) - lam.unsqueeze(-1)  # >= 0 on the upper triangle
         k_up = 0.5 / e.clamp_min(1.0 / clip)  # min(1/e, clip) / 2; ties -> clip / 2
