@@ -201,6 +201,7 @@ def save_checkpoint(path: str | os.PathLike, nets: dict[str, Any], config: Any =
         "nets": nets_tree,
         "extra": extra_tree,
         "cast": enc.cast,
+        "storage_dtype": str(enc.cast_dtype).removeprefix("torch.") if enc.cast else None,
     }
     text = json.dumps(meta, indent=1, allow_nan=True)
     st_path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +250,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
 
     Returns:
         ``{"nets": {name: state dict}, "config": dict | None, "extra": dict, "step", "domains", "backward",
-        "format_version", "id"}``. Nested structure and container types are restored exactly (optimiser
+        "format_version", "id", "storage_dtype"}`` (``storage_dtype``: ``torch.float16`` when saved with
+        ``dtype=torch.float16``, else ``None``; pass it back as ``dtype=`` when re-saving). Nested structure and container types are restored exactly (optimiser
         state dicts load with ``optimizer.load_state_dict``); tensors stored with ``dtype=torch.float16``
         come back in their original dtype (float32).
 
@@ -306,4 +308,5 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         "backward": meta.get("backward"),
         "format_version": version,
         "id": meta.get("id"),
+        "storage_dtype": getattr(torch, meta["storage_dtype"]) if meta.get("storage_dtype") else None,
     }

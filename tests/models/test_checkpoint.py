@@ -119,6 +119,7 @@ def test_fp16_storage_loads_back_as_float32(tmp_path):
         assert v.dtype == sd[k].dtype
         torch.testing.assert_close(v, sd[k], rtol=1e-3, atol=1e-4)
     assert ck["extra"]["style_bank"].dtype == torch.float32
+    assert ck["storage_dtype"] == torch.float16 and load_checkpoint(st32)["storage_dtype"] is None
     assert Generator.from_pretrained(st16).decoder.wcts[0].alpha.p.dtype == torch.float32
 
 
