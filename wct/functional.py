@@ -144,6 +144,18 @@ def _roots(
     eigenpairs are used (PCA-subspace whitening / its pseudo-inverse); the dropped eigenvalues never enter
     a division, in the forward or the backward pass.
     """
+    a, scale = _regularised(cov, eps=eps, eps_mode=eps_mode)
+    if backward == "spectral":
+        p_eps = eps if eps > 0 else 1e-12
+        out_isqrt = linalg.sym_power(a, -0.5, backward="spectral", eps=p_eps) / scale.sqrt() if isqrt else None
+        out_sqrt = linalg.sym_power(a, 0.5, backward="spectral", eps=p_eps) * scale.sqrt() if sqrt else None
+        return out_isqrt, out_sqrt
+    lam, v = linalg.eigh(a, backward=backward)
+    return _from_eigh(lam, v, scale, k=k, isqrt=isqrt, sqrt=sqrt)
+
+
+def _regularised(cov: torch.Tensor, *, eps: float, eps_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Sigma / s + eps I`` and the scale ``s`` (..., 1, 1) of the eps convention (module docstring)."""
     d = cov.shape[-1]
     cov = 0.5 * (cov + cov.mT)
     if eps_mode == "trace":
@@ -152,18 +164,15 @@ def _roots(
         scale = torch.ones(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
     scale = scale[..., None, None]
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-    a = cov / scale + eps * eye
-    out_isqrt = out_sqrt = None
-    if backward == "spectral":
-        p_eps = eps if eps > 0 else 1e-12
-        if isqrt:
-            out_isqrt = linalg.sym_power(a, -0.5, backward="spectral", eps=p_eps) / scale.sqrt()
-        if sqrt:
-            out_sqrt = linalg.sym_power(a, 0.5, backward="spectral", eps=p_eps) * scale.sqrt()
-        return out_isqrt, out_sqrt
-    lam, v = linalg.eigh(a, backward=backward)
+    return cov / scale + eps * eye, scale
+
+
+def _from_eigh(lam, v, scale, *, k=None, isqrt=True, sqrt=False):
+    """Matrix roots from the eigenpairs of the regularised matrix (top-``k`` pairs when ``k`` is given)."""
+    d = lam.shape[-1]
     if k is not None and k < d:
         lam, v = lam[..., d - k :], v[..., d - k :]  # ascending order: the k largest
+    out_isqrt = out_sqrt = None
     if isqrt:
         tiny = torch.finfo(lam.dtype).tiny
         out_isqrt = (v * lam.clamp_min(tiny).rsqrt().unsqueeze(-2)) @ v.mT / scale.sqrt()
@@ -395,15 +404,19 @@ def wct(
         mean_s, cov_s = _style_stats(style, b, c, groups)
         _, xc, cov_c = _moments(_grouped(content, groups))
         d = c // groups
-        if k is None:
-            # content and style covariances in ONE batched eigendecomposition
-            both = torch.cat([cov_c.reshape(-1, d, d), cov_s.reshape(-1, d, d)])
+        # content and style covariances of all samples and groups in ONE batched eigendecomposition
+        both = torch.cat([cov_c.reshape(-1, d, d), cov_s.reshape(-1, d, d)])
+        nc = b * groups
+        if backward == "spectral":
             isq, sq = _roots(both, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=True, sqrt=True)
-            wc = isq[: b * groups].reshape(b, groups, d, d)
-            cs = sq[b * groups :].reshape(-1, groups, d, d)
+            wc, cs = isq[:nc], sq[nc:]
         else:
-            wc, _ = _roots(cov_c, eps=eps, backward=backward, eps_mode=eps_mode, k=k)
-            _, cs = _roots(cov_s, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=False, sqrt=True)
+            reg, scale = _regularised(both, eps=eps, eps_mode=eps_mode)
+            lam, v = linalg.eigh(reg, backward=backward)
+            wc, _ = _from_eigh(lam[:nc], v[:nc], scale[:nc], k=k)
+            _, cs = _from_eigh(lam[nc:], v[nc:], scale[nc:], isqrt=False, sqrt=True)
+        wc = wc.reshape(b, groups, d, d)
+        cs = cs.reshape(-1, groups, d, d)
         out = ((cs @ wc) @ xc + mean_s).reshape(content.shape).to(content.dtype)
     if isinstance(a, float) and a == 1.0:
         return out
