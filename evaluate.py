@@ -53,7 +53,7 @@ WEIGHT_FILES = {
 
 
 #: Scalar tags plotted as training losses: train.py logs ``gen/<term>`` and ``dis/<term>``.
-LOSS_TAGS = r"loss|^(train/)?(gen|dis)/"
+LOSS_TAGS = r"loss|(^|/)(gen|dis)/"
 
 
 class EvaluationError(RuntimeError):
