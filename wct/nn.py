@@ -239,12 +239,17 @@ class ZCANorm2d(nn.Module):
     def _eval_whitening(self) -> torch.Tensor:
         if self.track == "whitening":
             return self.running_whitening.to(_F64)
-        key = (self.running_cov.data_ptr(), self.running_cov._version, self.running_cov.device, self.eps,
-               self.backward, self.eps_mode, self.k)
-        if self._cache is None or self._cache[0] != key:
+        try:
+            version = self.running_cov._version
+        except RuntimeError:  # inference tensors (module built under torch.inference_mode) have no version
+            version = None
+        key = (self.running_cov.data_ptr(), version, self.running_cov.device, self.eps, self.backward,
+               self.eps_mode, self.k)
+        if version is None or self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 w, _ = self._roots(self.running_cov.to(_F64))
-            self._cache = (key, w)
+            self._cache = (key, w) if version is not None else None
+            return w
         return self._cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -241,6 +241,10 @@ def test_zcanorm_eval_cache_follows_buffers_and_state_dict():
     assert torch.allclose(yb, x, atol=1e-4)
     b.load_state_dict(a.state_dict())
     assert torch.allclose(b(x), a(x)) and not torch.allclose(b(x), yb)
+    with torch.inference_mode():  # buffers without a version counter: no cache, same result
+        d = wnn.ZCANorm2d(4).eval()
+        d.load_state_dict(a.state_dict())
+        assert torch.allclose(d(x), a(x))
     c = wnn.ZCANorm2d(4, track_running_stats=False).eval()
     assert torch.allclose(c(x), F.zca_whiten(x), atol=1e-6)  # batch statistics also in eval
 
