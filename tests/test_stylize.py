@@ -1,0 +1,180 @@
+"""Tests of the batch CLI stylize.py (run in-process through ``stylize.main``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import stylize
+from models import Generator, GeneratorConfig, save_checkpoint
+from models.inference import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _img(size, seed) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, size[1] // 4), max(1, size[0] // 4), 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    (d / "content" / "sub").mkdir(parents=True)
+    for i in range(4):
+        _img((48, 40), i).save(d / "content" / f"c{i}.png")
+    _img((40, 48), 9).save(d / "content" / "sub" / "tall.jpg", quality=95)
+    (d / "content" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    _img((32, 32), 20).save(d / "s1.png")
+    _img((36, 30), 21).save(d / "s2.png")
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(width=8, n_res=1, groups=4))
+    with torch.no_grad():
+        bank = g.encode_style(torch.rand(2, 3, 32, 32) * 2 - 1)
+    save_checkpoint(d / "ckpt" / "tiny.safetensors", {"generator": g}, {"generator": g.config},
+                    {"style_bank": bank, "style_bank_names": ["Tiny #1", "Tiny #2"]})
+    return d
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_folder_with_a_broken_file(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = stylize.main(["--content", str(data / "content"), "--style", str(data / "s1.png"),
+                       "--output", str(out), "--model", "color", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert _names(out) == ["c0_stylized_s1.png", "c1_stylized_s1.png", "c2_stylized_s1.png",
+                           "c3_stylized_s1.png", "sub/tall_stylized_s1.jpg"]
+    assert "1 failure(s)" in err and "broken.png" in err
+    # sizes and aspect ratio kept by default, output differs from the content
+    out_img = Image.open(out / "sub" / "tall_stylized_s1.jpg")
+    assert out_img.size == (40, 48)
+    c0 = np.asarray(Image.open(data / "content" / "c0.png"), float)
+    assert np.abs(np.asarray(Image.open(out / "c0_stylized_s1.png"), float) - c0).mean() > 5
+
+
+def test_all_good_exit_zero_and_every_style(data, tmp_path):
+    out = tmp_path / "o"
+    rc = stylize.main(["--content", str(data / "content" / "c0.png"), str(data / "content" / "c1.png"),
+                       "--style", str(data / "s1.png"), str(data / "s2.png"), "--output", str(out),
+                       "--model", "color", "--ext", "jpg", "--quiet"])
+    assert rc == 0
+    assert _names(out) == ["c0_stylized_s1.jpg", "c0_stylized_s2.jpg", "c1_stylized_s1.jpg", "c1_stylized_s2.jpg"]
+
+
+def test_batching_really_batches_and_matches(data, tmp_path, monkeypatch):
+    calls: list[int] = []
+    orig = Engine.stylize_batch
+
+    def spy(self, contents, *a, **k):
+        calls.append(len(contents))
+        return orig(self, contents, *a, **k)
+
+    monkeypatch.setattr(Engine, "stylize_batch", spy)
+    common = ["--content", str(data / "content"), "--style", str(data / "s1.png"), "--model",
+              str(data / "ckpt" / "tiny.safetensors"), "--quiet"]
+    assert stylize.main(common + ["--output", str(tmp_path / "b1"), "--batch-size", "1"]) == 1
+    assert calls == [1] * 5
+    calls.clear()
+    assert stylize.main(common + ["--output", str(tmp_path / "b3"), "--batch-size", "3"]) == 1
+    assert sorted(calls) == [1, 1, 3]  # 4 same-size images -> 3 + 1, the tall one alone
+    for name in _names(tmp_path / "b1"):
+        a = np.asarray(Image.open(tmp_path / "b1" / name), int)
+        b = np.asarray(Image.open(tmp_path / "b3" / name), int)
+        assert np.abs(a - b).max() <= 2, name
+
+
+def test_style_bank_interpolation_mask_tile(data, tmp_path):
+    ck = str(data / "ckpt" / "tiny.safetensors")
+    c0 = str(data / "content" / "c0.png")
+    out = tmp_path / "bank"
+    assert stylize.main(["--content", c0, "--output", str(out), "--model", ck, "--quiet"]) == 0
+    assert _names(out) == ["c0_stylized_Tiny-1.png", "c0_stylized_Tiny-2.png"]
+    out = tmp_path / "idx"
+    assert stylize.main(["--content", c0, "--output", str(out), "--model", ck, "--style-index", "1",
+                         "--quiet"]) == 0
+    assert _names(out) == ["c0_stylized_Tiny-2.png"]
+    out = tmp_path / "mix"
+    assert stylize.main(["--content", c0, "--style", str(data / "s1.png"), str(data / "s2.png"),
+                         "--style-weights", "0.3", "0.7", "--output", str(out), "--model", ck, "--quiet"]) == 0
+    assert _names(out) == ["c0_stylized_s1+s2.png"]
+    Image.new("L", (48, 40), 0).save(tmp_path / "black.png")
+    out = tmp_path / "mask"
+    assert stylize.main(["--content", c0, "--style", str(data / "s1.png"), "--mask", str(tmp_path / "black.png"),
+                         "--output", str(out), "--model", ck, "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out / "c0_stylized_s1.png")), np.asarray(Image.open(c0)))
+    out = tmp_path / "tile"
+    assert stylize.main(["--content", c0, "--style", str(data / "s1.png"), "--tile", "32", "--tile-overlap",
+                         "8", "--output", str(out), "--model", ck, "--quiet"]) == 0
+    assert Image.open(out / "c0_stylized_s1.png").size == (48, 40)
+
+
+def test_sizes_crop_skip_existing(data, tmp_path):
+    c = str(data / "content" / "sub" / "tall.jpg")
+    args = ["--content", c, "--style", str(data / "s1.png"), "--model", "color", "--quiet"]
+    assert stylize.main(args + ["--output", str(tmp_path / "a"), "--content-size", "20", "--ext", "png"]) == 0
+    assert Image.open(tmp_path / "a" / "tall_stylized_s1.png").size == (20, 24)
+    assert stylize.main(args + ["--output", str(tmp_path / "b"), "--content-size", "20", "--crop",
+                                "--ext", "png"]) == 0
+    assert Image.open(tmp_path / "b" / "tall_stylized_s1.png").size == (20, 20)
+    target = tmp_path / "b" / "tall_stylized_s1.png"
+    Image.new("RGB", (5, 5)).save(target)
+    assert stylize.main(args + ["--output", str(tmp_path / "b"), "--ext", "png", "--skip-existing"]) == 0
+    assert Image.open(target).size == (5, 5)
+    # too small for the network: a failure with a clear message, not a crash
+    assert stylize.main(["--content", c, "--style", str(data / "s1.png"), "--model",
+                         str(data / "ckpt" / "tiny.safetensors"), "--content-size", "8",
+                         "--output", str(tmp_path / "c"), "--quiet"]) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "nope"], "unknown engine 'nope'"),
+        (["--model", "color", "--style-weights", "1", "2"], "2 values for 1 styles"),
+        (["--model", "color", "--crop"], "--crop needs --content-size"),
+        (["--model", "color", "--alpha", "2"], "--alpha must be in [0, 1]"),
+        (["--model", "color", "--tile", "30"], "multiple of 4"),
+    ],
+)
+def test_usage_errors_exit_2(data, tmp_path, capsys, extra, message):
+    rc = stylize.main(["--content", str(data / "content" / "c0.png"), "--style", str(data / "s1.png"),
+                       "--output", str(tmp_path / "x"), "--quiet"] + extra)
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_color_without_style_and_missing_files(data, tmp_path, capsys):
+    assert stylize.main(["--content", str(data / "content" / "c0.png"), "--output", str(tmp_path / "x"),
+                         "--model", "color", "--quiet"]) == 2
+    assert "needs --style" in capsys.readouterr().err
+    rc = stylize.main(["--content", str(data / "content" / "c0.png"), str(tmp_path / "missing.png"),
+                       "--style", str(data / "s1.png"), "--output", str(tmp_path / "y"), "--model", "color",
+                       "--quiet"])
+    assert rc == 1 and "missing.png" in capsys.readouterr().err
+    assert _names(tmp_path / "y") == ["c0_stylized_s1.png"]
+
+
+def test_script_entry_point(data, tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "stylize.py"), "--content", str(data / "content" / "c0.png"),
+                        "--style", str(data / "s1.png"), "--output", str(tmp_path / "z"), "--model", "color",
+                        "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "z" / "c0_stylized_s1.png").is_file() and "1 image(s) written" in r.stderr
