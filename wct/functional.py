@@ -33,6 +33,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -217,9 +218,9 @@ def _alpha_tensor(alpha, b: int, like: torch.Tensor) -> float | torch.Tensor:
                 f"with B={b}), got shape {tuple(alpha.shape)}"
             )
         return alpha.to(like.dtype).reshape(-1, 1, 1, 1) if alpha.numel() == b else alpha.to(like.dtype).reshape(())
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise TypeError(f"alpha must be a float in [0, 1] or a tensor, got {type(alpha).__name__}")
-    if not 0.0 <= alpha <= 1.0:
+    if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     return float(alpha)
 
