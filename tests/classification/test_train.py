@@ -132,3 +132,11 @@ def test_shipped_configs_load():
     assert paths
     for p in paths:
         load_config(p)
+
+
+def test_eval_every_skips_intermediate_evaluations(tiny_config):
+    cfg = copy.deepcopy(tiny_config)
+    cfg.max_steps, cfg.data.test_fraction, cfg.optim.epochs, cfg.eval_every = None, 0.93, 2, 2
+    res = train(cfg)
+    assert [h["test_error"] is None for h in res["history"]] == [True, False]
+    assert res["final_error"] == res["best_error"] == res["history"][-1]["test_error"]

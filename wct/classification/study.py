@@ -230,9 +230,11 @@ def run_study(base: TrainConfig, *, methods: Sequence[str], group_sizes: Sequenc
     version = _code_version()
     report["code_version"] = version
     i = 0
-    for d in group_sizes:
-        for m in methods:
-            for r in range(runs):
+    # run-major order: every cell gets its first run before any cell gets its second (an interrupted study
+    # still covers the whole grid)
+    for r in range(runs):
+        for d in group_sizes:
+            for m in methods:
                 i += 1
                 key = _cell_key(m, int(d), r)
                 if key in done and done[key].get("code_version") == version:
