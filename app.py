@@ -150,9 +150,9 @@ def _default_cache_dir() -> Path:
 def make_examples(folder: str | os.PathLike | None = None) -> tuple[list[Path], list[Path]]:
     """Write the example content photos and style images (once) and return their paths.
 
-    Contents are scikit-image's bundled photos (coffee, astronaut, chelsea the cat, rocket); styles are
-    derived from bundled images: the Hubble deep field, an immunohistochemistry stain, and the gravel
-    texture coloured with a sunset palette. Each is at most 512 px on its longer side (JPEG, ~50 KB).
+    Contents are scikit-image's bundled photos (coffee, astronaut, rocket, chelsea the cat); styles are
+    derived from bundled images: the gravel texture coloured with a sunset palette, an
+    immunohistochemistry stain, and the Hubble deep field. Each is at most 512 px on its longer side (JPEG, ~50 KB).
 
     Args:
         folder: where to write them; default ``$SVD_WCT_CACHE/examples``, else
@@ -179,13 +179,13 @@ def make_examples(folder: str | os.PathLike | None = None) -> tuple[list[Path], 
     contents = {
         "coffee": lambda: Image.fromarray(data.coffee()),
         "astronaut": lambda: Image.fromarray(data.astronaut()),
-        "chelsea": lambda: Image.fromarray(data.chelsea()),
         "rocket": lambda: Image.fromarray(data.rocket()),
+        "chelsea": lambda: Image.fromarray(data.chelsea()),
     }
-    styles = {
-        "style_hubble": hubble,
-        "style_stain": lambda: Image.fromarray(data.immunohistochemistry()),
+    styles = {  # the examples pair content i with style i % 3
         "style_gravel_sunset": gravel_sunset,
+        "style_stain": lambda: Image.fromarray(data.immunohistochemistry()),
+        "style_hubble": hubble,
     }
     out: tuple[list[Path], list[Path]] = ([], [])
     for group, makers in zip(out, (contents, styles), strict=True):
@@ -458,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--no-examples", action="store_true", help="do not write/show the example images")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     if args.device == "cuda":
         import torch
 
