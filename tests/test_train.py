@@ -1,0 +1,330 @@
+"""Tests of train.py / models.trainer: tiny runs (32 px, width 8) on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import train
+from models import Generator, load_checkpoint
+from models.trainer import (
+    DEFAULT_CONFIG,
+    Trainer,
+    TrainingDiverged,
+    apply_overrides,
+    export_generator,
+    find_checkpoints,
+    fit,
+    load_config,
+    resolve_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "gen.width=8", "gen.groups=4", "gen.n_res=1", "gen.style_n_down=2",
+    "dis.width=8", "dis.n_layers=2", "dis.n_scales=2",
+    "data.load_size=36", "data.crop_size=32", "data.holdout=2",
+    "train.log_every=1", "train.print_every=1000", "train.image_every=2", "train.sample_every=2",
+    "train.save_every=2", "train.keep_last=2", "train.sample_count=2", "train.style_bank_size=3",
+    "cpu_threads=1", "seed=0",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # far faster than 2 threads on a busy 2-core machine
+    yield
+    torch.set_num_threads(n)
+
+
+def _write_images(folder: Path, n: int, seed: int, size=(44, 36)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        base = rng.integers(0, 256, 3)
+        arr = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+@pytest.fixture
+def domains(tmp_path):
+    return _write_images(tmp_path / "paintings", 6, 1), _write_images(tmp_path / "photos", 7, 2)
+
+
+def _config(a: Path, b: Path, out: Path, name="run", steps=4, extra=()) -> dict:
+    cfg = load_config()
+    apply_overrides(cfg, TINY + [f"data.train_a={a}", f"data.train_b={b}", f"out={out}", f"name={name}",
+                                 f"train.max_steps={steps}", *extra])
+    return resolve_config(cfg)
+
+
+def _metrics(run: Path) -> dict[int, dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return {json.loads(ln)["step"]: json.loads(ln) for ln in lines}
+
+
+def test_fit_writes_run_folder_and_export(domains, tmp_path):
+    a, b = domains
+    summary = fit(_config(a, b, tmp_path / "out", steps=4), log=lambda *_: None)
+    run = tmp_path / "out" / "run"
+    assert summary["status"] == "completed" and summary["success"] is True
+    assert summary["steps_done"] == 4 and summary["nonfinite_steps"] == 0
+    assert json.loads((run / "summary.json").read_text())["steps_done"] == 4
+    assert [s for s, _ in find_checkpoints(run / "checkpoints")] == [2, 4]  # keep_last=2
+    assert (run / "samples" / "step_00000004.png").is_file()
+    assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
+    m = _metrics(run)
+    assert sorted(m) == [1, 2, 3, 4]
+    for rec in m.values():
+        assert all(math.isfinite(v) for v in rec.values())
+        assert rec["gen/recon_x_a"] > 0 and rec["dis/total"] > 0
+    ck = load_checkpoint(run / "checkpoints" / "step_00000004.safetensors")
+    assert set(ck["nets"]) == {"gen_a", "gen_b", "dis_a", "dis_b"}
+    assert ck["extra"]["counters"]["step"] == 4 and ck["config"]["gen"]["width"] == 8
+    assert {"torch", "numpy", "python", "sampler"} <= set(ck["extra"]["rng"][0])
+    assert ck["extra"]["optim"]["gen"]["state"]  # Adam moments saved
+
+    # export: photo content encoder + painting style encoder/decoder + style bank
+    out = export_generator(run, direction="b2a", out=tmp_path / "ship" / "tiny.safetensors", fp16=True,
+                           log=lambda *_: None)
+    shipped = load_checkpoint(out)
+    bank, names = shipped["extra"]["style_bank"], shipped["extra"]["style_bank_names"]
+    assert bank.shape[0] == len(names) == 3 and bank.shape[1] == 32
+    assert all(n.endswith(".png") for n in names)
+    g = Generator.from_pretrained(out)
+    sd_a, sd_b = ck["nets"]["gen_a"], ck["nets"]["gen_b"]
+    gsd = g.state_dict()
+    k_dec = next(k for k in gsd if k.startswith("decoder."))
+    k_con = next(k for k in gsd if k.startswith("content_encoder."))
+    assert torch.allclose(gsd[k_dec], sd_a[k_dec], atol=1e-3)  # fp16 round trip
+    assert torch.allclose(gsd[k_con], sd_b[k_con], atol=1e-3)
+    x = torch.rand(1, 3, 40, 52) * 2 - 1
+    y = g.decode(g.encode_content(x), bank[:1], size=x.shape[-2:])
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match="direction"):
+        export_generator(run, direction="x", out=tmp_path / "z.safetensors")
+
+
+def test_resume_gives_the_same_next_losses(domains, tmp_path):
+    a, b = domains
+    fit(_config(a, b, tmp_path / "full", steps=4), log=lambda *_: None)
+    fit(_config(a, b, tmp_path / "split", steps=2), log=lambda *_: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(_config(a, b, tmp_path / "split", steps=4), log=lambda *_: None)
+    s = fit(_config(a, b, tmp_path / "split", steps=4), resume=True, log=lambda *_: None)
+    assert s["sittings"][-1]["start_step"] == 2 and s["steps_done"] == 4 and len(s["sittings"]) == 2
+    full, split = _metrics(tmp_path / "full" / "run"), _metrics(tmp_path / "split" / "run")
+    assert sorted(split) == [1, 2, 3, 4]
+    for step in (3, 4):
+        for key in ("gen/total", "dis/total", "gen/adv_a", "grad_norm/gen"):
+            assert split[step][key] == pytest.approx(full[step][key], rel=1e-5, abs=1e-6), (step, key)
+    w_full = load_checkpoint(tmp_path / "full/run/checkpoints/step_00000004.safetensors")["nets"]["gen_a"]
+    w_split = load_checkpoint(tmp_path / "split/run/checkpoints/step_00000004.safetensors")["nets"]["gen_a"]
+    assert all(torch.allclose(w_full[k], w_split[k], atol=1e-6) for k in w_full)
+
+
+def test_forced_nan_skips_rolls_back_and_stops(domains, tmp_path):
+    a, b = domains
+    cfg = _config(a, b, tmp_path / "out", steps=20, extra=["train.max_nonfinite=3"])
+    seen, before = [], {}
+
+    def inject(trainer, info):
+        if trainer.step >= 3 and info["update"] == "gen":  # iterations 4, 5, 6 (0-based step 3, 4, 5)
+            if not seen:
+                before.update({k: v.clone() for k, v in trainer.gen_a.state_dict().items()})
+            seen.append(trainer.step)
+            return info["loss"] * float("nan")
+        return None
+
+    with pytest.raises(TrainingDiverged, match=r"3 non-finite steps in a row.*rolled back.*step 4\)"):
+        fit(cfg, fault_hook=inject, log=lambda *_: None)
+    run = tmp_path / "out" / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["success"] is False and summary["status"] == "diverged"
+    assert summary["nonfinite_steps"] == 3 and seen == [3, 4, 5]
+    assert summary["steps_done"] == 4  # rolled back to the last checkpoint (written mid-streak: finite)
+    # the non-finite steps were skipped: the step-4 checkpoint holds the finite state after step 3
+    ckpts = find_checkpoints(run / "checkpoints")
+    assert [s for s, _ in ckpts] == [2, 4]
+    ck4 = load_checkpoint(ckpts[-1][1])
+    assert ck4["extra"]["counters"]["nonfinite_total"] == 1
+    assert all(torch.isfinite(t).all() for t in ck4["nets"]["gen_a"].values())
+    assert all(torch.equal(ck4["nets"]["gen_a"][k], v) for k, v in before.items())  # step 4 was skipped
+    m = _metrics(run)
+    assert m[4]["nonfinite"] == 1.0 and m[3]["nonfinite"] == 0.0
+
+
+def test_corrupt_and_odd_files_train_and_warn_exactly(tmp_path):
+    a = _write_images(tmp_path / "A", 3, 3)
+    Image.open(a / "img00.png").convert("LA").save(a / "la.png")  # textured grey + alpha
+    Image.open(a / "img02.png").convert("L").save(a / "grey.png")
+    Image.open(a / "img01.png").convert("RGB").save(tmp_path / "full.jpg")
+    jpg = (tmp_path / "full.jpg").read_bytes()
+    (a / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (a / "zero.png").write_bytes(b"")
+    (a / "readme.txt").write_text("a text file")
+    b = _write_images(tmp_path / "B", 4, 4)
+    cfg = _config(a, b, tmp_path / "out", steps=8, extra=["data.holdout=0", "train.sample_every=100",
+                                                         "data.shuffle=false"])
+    with pytest.warns(UserWarning, match="unreadable image file") as rec:
+        summary = fit(cfg, log=lambda *_: None)
+    assert summary["status"] == "completed" and summary["nonfinite_steps"] == 0
+    warned = sorted(Path(str(w.message).split("skipping unreadable image file ")[1].split(":")[0]).name
+                    for w in rec if "unreadable image file" in str(w.message))
+    assert warned == ["truncated.jpg", "zero.png"]
+    assert sorted(Path(p).name for p in summary["bad_files"]) == ["truncated.jpg", "zero.png"]
+
+
+def test_config_files_are_complete_and_commented():
+    default_keys = _flat_keys(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        data = yaml.safe_load(f.read_text())
+        assert _flat_keys(data) == default_keys, f.name  # every config lists every key
+        for ln in f.read_text().splitlines():
+            if ln.strip() and not ln.lstrip().startswith("#"):
+                assert "#" in ln, f"{f.name}: key without a comment: {ln!r}"
+        resolve_config(apply_overrides(load_config(f), ["data.train_a=.", "data.train_b=."]))
+
+
+def _flat_keys(d, prefix=""):
+    keys = set()
+    for k, v in d.items():
+        keys |= _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+    return keys
+
+
+def test_config_errors_are_clear(tmp_path):
+    cfg = load_config()
+    with pytest.raises(ValueError, match="did you mean optim.lr"):
+        apply_overrides(cfg, ["optim.lrr=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(cfg, ["optim.lr"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ValueError, match="max_stepz"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="no training data"):
+        resolve_config(load_config())
+    with pytest.raises(ValueError, match="divisible"):
+        resolve_config(apply_overrides(load_config(), ["data.train_a=.", "data.train_b=.", "gen.groups=7"]))
+    assert train.main(["--config", str(bad)]) == 2
+
+
+def test_cli_new_domain_and_resume(domains, tmp_path, capsys):
+    a, b = domains
+    common = ["--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path / "o"), "--max-steps", "2",
+              "--image-size", "32", "--width", "8", "--batch-size", "1", "--device", "cpu", "--seed", "1"]
+    tiny = [t for t in TINY if not t.startswith(("gen.width", "dis.width", "data.load_size", "data.crop_size"))]
+    assert train.main(common + tiny) == 0
+    run = tmp_path / "o" / "paintings"  # default name: the style folder's name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["crop_size"] == 32 and saved["gen"]["width"] == 8 and saved["seed"] == 1
+    # resume with only --out/--name/--max-steps: the saved config is used
+    assert train.main(["--out", str(tmp_path / "o"), "--name", "paintings", "--max-steps", "3", "--resume"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps_done"] == 3
+    # changing the network on resume is refused with a clear message
+    assert train.main(["--out", str(tmp_path / "o"), "--name", "paintings", "--max-steps", "4", "--resume",
+                       "gen.n_res=2"]) == 2
+    assert "gen.n_res" in capsys.readouterr().err
+
+
+def test_artworks_mini_few_steps(artworks_mini, tmp_path):
+    rc = train.main(["--config", str(ROOT / "configs" / "monet2photo.yaml"), "--out", str(tmp_path),
+                     "--max-steps", "2", "--image-size", "32", "--width", "8", *TINY[1:4], *TINY[5:7],
+                     "train.save_every=2", "cpu_threads=1", "train.sample_count=2"])
+    assert rc == 0
+    s = json.loads((tmp_path / "monet2photo" / "summary.json").read_text())
+    assert s["steps_done"] == 2 and s["success"] and all(
+        math.isfinite(v) for v in s["last_losses"].values())
+    assert (tmp_path / "monet2photo" / "samples" / "step_00000002.png").is_file()
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_at_most_one_interval(domains, tmp_path):
+    a, b = domains
+    args = ["--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path), "--name", "k",
+            "--image-size", "32", "--width", "8", *[t for t in TINY if "width" not in t and "_size" not in t]]
+    p = _run_cli([*args, "--max-steps", "400", "train.save_every=3"])
+    ckdir = tmp_path / "k" / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and (not find_checkpoints(ckdir) or find_checkpoints(ckdir)[-1][0] < 6):
+            assert p.poll() is None, p.stdout.read()
+            time.sleep(0.2)
+        time.sleep(0.7)  # land somewhere inside the next interval (possibly inside a save)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    killed_at = max(_metrics(tmp_path / "k"))
+    ckpts = find_checkpoints(ckdir)
+    for _, path in ckpts:  # every complete checkpoint loads: nothing corrupt
+        load_checkpoint(path)
+    last = ckpts[-1][0]
+    assert killed_at - last <= 3  # at most one save interval lost
+    q = _run_cli([*args, "--max-steps", str(last + 2), "train.save_every=3", "--resume"])
+    out, _ = q.communicate(timeout=240)
+    assert q.returncode == 0, out
+    s = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert s["sittings"][-1]["start_step"] == last and s["steps_done"] == last + 2 and s["success"]
+    assert sorted(_metrics(tmp_path / "k")) == list(range(1, last + 3))  # no duplicated records
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(domains, tmp_path):
+    a, b = domains
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train.py"), "--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path),
+           "--name", "ddp", "--max-steps", "4", "--image-size", "32", "--width", "8", "--device", "cpu",
+           *[t for t in TINY if "width" not in t and "_size" not in t]]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "ddp"
+    s = json.loads((run / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["steps_done"] == 4 and s["success"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 alone logs
+    assert sorted(_metrics(run)) == [1, 2, 3, 4]  # one record per step: rank 0 alone writes
+    assert [st for st, _ in find_checkpoints(run / "checkpoints")] == [2, 4]
+    ck = load_checkpoint(run / "checkpoints" / "step_00000004.safetensors")
+    assert len(ck["extra"]["rng"]) == 2  # both ranks' RNG states, gathered by rank 0
+    assert r.stdout.count("completed at step 4") == 1
+
+
+@pytest.mark.gpu
+def test_amp_bf16_on_cuda(domains, tmp_path):
+    a, b = domains
+    cfg = _config(a, b, tmp_path / "o", steps=3, extra=["device=cuda", "train.amp=bf16"])
+    s = fit(cfg, log=lambda *_: None)
+    assert s["amp"] == "torch.bfloat16" and s["success"] and s["nonfinite_steps"] == 0
+    assert all(math.isfinite(v) for v in s["last_losses"].values())
+
+
+def test_trainer_rejects_bad_images(domains, tmp_path):
+    a, b = domains
+    t = Trainer(_config(a, b, tmp_path))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        t.gen_update(torch.zeros(1, 1, 32, 32), torch.zeros(1, 3, 32, 32))
