@@ -130,8 +130,10 @@ def load_engines(checkpoint_dir: str | os.PathLike = DEFAULT_CHECKPOINT_DIR, *, 
             continue
         engines[str(getattr(engine, "name", name))] = engine
     if set(engines) <= {"color"}:
+        shown = ckpt_dir.resolve()
+        shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
         notes.append(
-            f"No style-transfer checkpoint found in `{ckpt_dir}` (expected `NAME.safetensors` + "
+            f"No style-transfer checkpoint found in `{shown}/` (expected `NAME.safetensors` + "
             "`NAME.json`): only **colour transfer** is available. Train one with `train.py` or copy a "
             "checkpoint there, or pass `--model PATH`."
         )
