@@ -139,6 +139,25 @@ def test_missing_weights_explain_and_never_download(no_network, tmp_path, capsys
     assert "--weights is required" in capsys.readouterr().err
 
 
+def test_download_only_when_asked(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        Path(dst).write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(ev.EvaluationError):
+        ev.resolve_weights("alex", None, download=False, option="--lpips-weights")
+    assert calls == []
+    path = ev.resolve_weights("alex", None, download=True, option="--lpips-weights")
+    assert path == tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth" and path.is_file()
+    assert calls == [(ev.WEIGHT_FILES["alex"], "7be5be79")]
+    assert ev.resolve_weights("alex", None, download=True, option="--lpips-weights") == path  # cached
+    assert len(calls) == 1
+
+
 def test_build_inception_from_imagenet_state(tmp_path):
     import torchvision
 
@@ -175,6 +194,18 @@ def test_trained_classifier_checkpoint(work):
     assert pred.shape == (3,) and pred.dtype == torch.int64 and ((pred >= 0) & (pred < 4)).all()
     with pytest.raises(ev.EvaluationError, match="not a domain classifier"):
         ev.load_classifier(work["root"] / "anydomain.safetensors")
+
+
+@pytest.mark.slow
+def test_train_classifier_299px_with_aux_head(work, tmp_path):
+    # the paper's setting: 299 px, where inception_v3's aux head is active and trained (loss + 0.4 * aux loss)
+    path = ev.train_classifier(work["data"], tmp_path / "clf299", weights=None, image_size=299, steps=1,
+                               batch_size=2, device="cpu", eval_batch_size=4)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["config"]["aux_logits"] is True and meta["config"]["image_size"] == 299
+    model, cfg = ev.load_classifier(path)
+    assert model.AuxLogits is not None and model.AuxLogits.fc.out_features == 4
+    assert ev.classify(model, cfg, torch.rand(1, 3, 64, 64)).shape == (1,)
 
 
 # ----------------------------------------------------------------------------------------- stylize-and-score
