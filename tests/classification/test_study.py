@@ -51,3 +51,28 @@ def test_study_cli_resume_and_errors(tiny_config, tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--config", str(cfg), "--methods", "svd", "--out", str(out)])
     assert "unknown methods" in capsys.readouterr().err
+
+
+def test_eigengap_diagnostics_rank_of_the_stem(tiny_config):
+    # a 3x3 stem on 1-channel images has 9 inputs: its 16 outputs span at most 9 dimensions
+    cfg = tiny_config
+    cfg.model.width = 16
+    diag = {g["group_size"]: g for g in study.eigengap_diagnostics(cfg, [4, 16])}
+    assert diag[16]["stem_inputs"] == 9 and diag[16]["zero_eigenvalues_per_group"] == 7
+    assert diag[16]["min_relative_gap"] < 1e-10
+    assert diag[4]["zero_eigenvalues_per_group"] == 0 and diag[4]["min_relative_gap"] > 1e-4
+
+
+def test_report_only_rebuilds_from_json(tiny_config, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config.to_dict()))
+    out = tmp_path / "s"
+    base = ["--config", str(cfg), "--methods", "taylor", "--group-sizes", "4", "--runs", "1", "--out", str(out)]
+    with pytest.raises(SystemExit):
+        study.main(base + ["--report-only"])  # no JSON yet: a clear error
+    assert study.main(base) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("Setup notes here.")
+    assert study.main(base + ["--report-only", "--notes", str(notes), "--diagnostics"]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "Setup notes here." in md and "Spectrum of the ZCA layer" in md and "| SVD-Taylor (`taylor`) | 1/1 |" in md

@@ -82,6 +82,50 @@ def summarize(runs: list[dict], methods: Sequence[str], group_sizes: Sequence[in
     return table
 
 
+@torch.no_grad()
+def eigengap_diagnostics(base: TrainConfig, group_sizes: Sequence[int]) -> list[dict]:
+    """Spectrum of the ZCA layer's input covariance at initialisation, per group size d.
+
+    For each d: the model of ``base`` (seed ``base.seed``) is built, the first training batch goes through
+    the stem convolution, and the per-group covariance over ``B·H·W`` positions (as ZCANorm2d computes it)
+    is decomposed. Reported, over all groups: the smallest gap between consecutive eigenvalues relative to
+    the mean eigenvalue ``tr(Σ)/d``, the number of eigenvalues below ``1e-6·tr(Σ)/d`` (numerically zero:
+    after the layer's ``eps·tr(Σ)/d`` regulariser they are all equal), and ``B·H·W``. Equal or nearly equal
+    eigenvalues are where the exact gradient ``1/(λi − λj)`` is unbounded (seed paper Sec. 3).
+    """
+    from wct import linalg
+    from wct.classification.data import build_datasets
+    from wct.classification.models import build_model
+
+    train_ds, _, info = build_datasets(base.data)
+    n = min(base.optim.batch_size, len(train_ds))
+    x = torch.stack([train_ds[i][0] for i in range(n)])
+    out = []
+    for d in group_sizes:
+        cfg = copy.deepcopy(base)
+        cfg.model.group_size, cfg.model.method = int(d), "exact"
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, num_classes=info["num_classes"], in_channels=info["in_channels"])
+        if not hasattr(model, "conv1"):
+            continue
+        f = model.conv1(x).double()
+        b, c, h, w = f.shape
+        if c % d:
+            continue
+        fg = f.transpose(0, 1).reshape(c // d, d, b * h * w)
+        fc = fg - fg.mean(-1, keepdim=True)
+        cov = fc @ fc.mT / fg.shape[-1]
+        lam, _ = linalg.eigh(cov, backward="exact")
+        scale = lam.mean(-1, keepdim=True)
+        rel = lam / scale
+        out.append({"group_size": int(d), "groups": c // int(d), "positions": b * h * w,
+                    "stem_inputs": model.conv1.in_channels * model.conv1.kernel_size[0] * model.conv1.kernel_size[1],
+                    "min_relative_gap": float((rel[..., 1:] - rel[..., :-1]).min()),
+                    "zero_eigenvalues_per_group": float((rel < 1e-6).sum(-1).double().mean()),
+                    "min_relative_eigenvalue": float(rel.min())})
+    return out
+
+
 def _fmt(v: float | None, pct: bool = False) -> str:
     if v is None:
         return "—"
@@ -124,6 +168,19 @@ def write_markdown(path: Path, report: dict) -> None:
                        if r["method"] == m and r["group_size"] == d and r.get("max_grad_norm") is not None)
             row.append(f"{g[len(g) // 2]:.3g}" if g else "—")
         lines.append("| " + " | ".join(row) + " |")
+    diag = report.get("eigengap_diagnostics") or []
+    if diag:
+        lines += ["", "## Spectrum of the ZCA layer's input at initialisation (first training batch)", "",
+                  "| d | groups | B·H·W | stem inputs (C_in·3·3) | eigenvalues ≈ 0 per group | "
+                  "min gap / mean eigenvalue | min eigenvalue / mean |", "|---|---|---|---|---|---|---|"]
+        for g in diag:
+            lines.append(f"| {g['group_size']} | {g['groups']} | {g['positions']} | {g['stem_inputs']} | "
+                         f"{g['zero_eigenvalues_per_group']:.1f} | {g['min_relative_gap']:.2e} | "
+                         f"{g['min_relative_eigenvalue']:.2e} |")
+    versions = sorted({r.get("code_version") for r in report["runs"] if r.get("code_version")})
+    if len(versions) > 1:
+        lines += ["", f"Note: the runs were made with {len(versions)} versions of the numerical code "
+                  f"({', '.join(versions)}; see `code_version` per run in the JSON)."]
     lines += report.get("postscript", [])
     lines += ["", "Reproduce:", "", "```bash", report["command"], "```", "",
               f"Total wall time {report['wall_seconds']:.0f} s, CPU time {report['cpu_seconds']:.0f} s "
@@ -170,7 +227,7 @@ def write_plot(path: Path, report: dict) -> None:
 def run_study(base: TrainConfig, *, methods: Sequence[str], group_sizes: Sequence[int], runs: int,
               out: str | os.PathLike, command: str = "", resume: bool = False, title: str | None = None,
               configure: Callable[[TrainConfig, str, int, int], TrainConfig] | None = None,
-              preamble: Sequence[str] = (), postscript: Sequence[str] = ()) -> dict:
+              preamble: Sequence[str] = (), postscript: Sequence[str] = (), diagnostics: bool = False) -> dict:
     """Run the grid and write ``out.json``, ``out.md`` and ``out.png``.
 
     Args:
@@ -187,6 +244,7 @@ def run_study(base: TrainConfig, *, methods: Sequence[str], group_sizes: Sequenc
         configure: optional ``(cfg, method, d, run) -> cfg`` hook applied to each run's config (e.g. fault
             injection in tests).
         preamble / postscript: extra markdown lines before / after the table.
+        diagnostics: add :func:`eigengap_diagnostics` for every group size to the report.
 
     Returns:
         The report dict (as written to ``out.json``).
@@ -267,9 +325,39 @@ def run_study(base: TrainConfig, *, methods: Sequence[str], group_sizes: Sequenc
     report["wall_seconds"] = prev_wall + time.time() - wall0
     report["cpu_seconds"] = prev_cpu + time.process_time() - cpu0
     report["partial"] = False
+    if diagnostics:
+        report["eigengap_diagnostics"] = eigengap_diagnostics(base, group_sizes)
     json_path.write_text(json.dumps(report, indent=1))
     write_markdown(out.with_suffix(".md"), report)
     write_plot(out.with_suffix(".png"), report)
+    return report
+
+
+def rebuild_report(out: str | os.PathLike, *, base: TrainConfig | None = None, title: str | None = None,
+                   preamble: Sequence[str] | None = None, diagnostics: bool = False) -> dict:
+    """Rewrite ``out.md`` and ``out.png`` (and the table in ``out.json``) from the runs in ``out.json``.
+
+    Raises:
+        FileNotFoundError: ``out.json`` does not exist.
+    """
+    json_path = Path(out).with_suffix(".json")
+    if not json_path.is_file():
+        raise FileNotFoundError(f"{json_path} not found (run the study first)")
+    report = json.loads(json_path.read_text())
+    report["table"] = summarize(report["runs"], report["methods"], report["group_sizes"])
+    n_expected = len(report["methods"]) * len(report["group_sizes"]) * report["runs_per_cell"]
+    report["partial"] = len(report["runs"]) < n_expected
+    if title:
+        report["title"] = title
+    if preamble is not None:
+        report["preamble"] = list(preamble)
+    if diagnostics and base is not None:
+        report["eigengap_diagnostics"] = eigengap_diagnostics(base, report["group_sizes"])
+    report.setdefault("wall_seconds", sum(r.get("seconds", 0.0) for r in report["runs"]))
+    report.setdefault("cpu_seconds", sum(r.get("cpu_seconds", 0.0) for r in report["runs"]))
+    json_path.write_text(json.dumps(report, indent=1))
+    write_markdown(json_path.with_suffix(".md"), report)
+    write_plot(json_path.with_suffix(".png"), report)
     return report
 
 
@@ -285,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a base-config key, e.g. --set optim.epochs=4")
     ap.add_argument("--resume", action="store_true", help="skip runs already in OUT.json")
     ap.add_argument("--title", help="report title")
+    ap.add_argument("--notes", help="markdown file whose text goes above the table (setup, reasoning)")
+    ap.add_argument("--diagnostics", action="store_true",
+                    help="add the ZCA input spectrum at initialisation (eigengaps) per group size")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only rebuild OUT.md / OUT.png from the runs in OUT.json (runs nothing)")
     args = ap.parse_args(argv)
     try:
         base = load_config(args.config, args.overrides)
@@ -292,11 +385,26 @@ def main(argv: list[str] | None = None) -> int:
         group_sizes = [int(d) for d in args.group_sizes.split(",") if d.strip()]
     except (FileNotFoundError, ValueError) as e:
         ap.error(str(e))
-    argv_ = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]
+    preamble = None
+    if args.notes:
+        notes = Path(args.notes)
+        if not notes.is_file():
+            ap.error(f"notes file {notes} not found")
+        preamble = notes.read_text().splitlines()
+    if args.report_only:
+        try:
+            report = rebuild_report(args.out, base=base, title=args.title, preamble=preamble,
+                                    diagnostics=args.diagnostics)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+        print(f"rebuilt {Path(args.out).with_suffix('.md')} and .png from {len(report['runs'])} runs")
+        return 0
+    argv_ = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--resume", "--report-only")]
     command = "python -m wct.classification.study " + " ".join(shlex.quote(a) for a in argv_)
     try:
         report = run_study(base, methods=methods, group_sizes=group_sizes, runs=args.runs, out=args.out,
-                           command=command, resume=args.resume, title=args.title)
+                           command=command, resume=args.resume, title=args.title, preamble=preamble or (),
+                           diagnostics=args.diagnostics)
     except ValueError as e:
         ap.error(str(e))
     for c in report["table"]:
