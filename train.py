@@ -63,6 +63,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .safetensors path (the .json goes beside it)")
     p.add_argument("--fp16", action="store_true", help="store weights and style bank in float16")
     p.add_argument("--bank-size", type=int, help="style images in the bank (default train.style_bank_size)")
+    p.add_argument("--bank-prefix", help="display-name prefix of the bank styles (default: from --out, e.g. Monet)")
     return p
 
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         a = _export_parser().parse_args(argv[1:])
         from models.trainer import export_generator
 
-        export_generator(a.run, direction=a.direction, out=a.out, fp16=a.fp16, bank_size=a.bank_size)
+        export_generator(a.run, direction=a.direction, out=a.out, fp16=a.fp16, bank_size=a.bank_size,
+                         bank_prefix=a.bank_prefix)
         return 0
     if argv[:1] == ["train"]:
         argv = argv[1:]

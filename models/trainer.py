@@ -395,9 +395,15 @@ def find_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
 # --------------------------------------------------------------------------------------------------
 
 def _amp_dtype(setting, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or setting in (None, False, "none"):
-        if device.type != "cuda" and setting in ("bf16", "fp16"):
-            warnings.warn(f"train.amp={setting} needs CUDA; training in float32 on {device}", stacklevel=3)
+    """Autocast dtype: ``auto`` = bf16 (fp16 without bf16 support) on CUDA, off on CPU; ``bf16`` also works
+    on CPU (CPU autocast; slower than float32 on most CPUs, useful to test the mixed-precision path)."""
+    if setting in (None, False, "none"):
+        return None
+    if device.type != "cuda":
+        if setting == "bf16":
+            return torch.bfloat16
+        if setting == "fp16":
+            warnings.warn(f"train.amp=fp16 needs CUDA; training in float32 on {device}", stacklevel=3)
         return None
     if setting == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -890,12 +896,14 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     held_a = [Path(p) for p in _sample_files(d["test_a"], t_cfg["sample_count"])]
     held_b = [Path(p) for p in _sample_files(d["test_b"], t_cfg["sample_count"])]
     exclude: list[Path] = []
-    if not held_a:
-        held_a = _holdout(list_images(d["train_a"]), d["holdout"])[: t_cfg["sample_count"]]
-        exclude += held_a
+    if not held_a:  # no test folder: hold `holdout` training images out, show the first of them
+        out_a = _holdout(list_images(d["train_a"]), d["holdout"])
+        exclude += out_a
+        held_a = out_a[: t_cfg["sample_count"]]
     if not held_b:
-        held_b = _holdout(list_images(d["train_b"]), d["holdout"])[: t_cfg["sample_count"]]
-        exclude += held_b
+        out_b = _holdout(list_images(d["train_b"]), d["holdout"])
+        exclude += out_b
+        held_b = out_b[: t_cfg["sample_count"]]
     dataset = UnpairedImageFolders(d["train_a"], d["train_b"], load_size=d["load_size"],
                                    crop_size=d["crop_size"], flip=d["flip"], seed=seed, exclude=exclude)
     bs = int(t_cfg["batch_size"])
@@ -1156,15 +1164,17 @@ def _alpha_values(trainer: Trainer) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path, fp16: bool = False,
-                     bank_size: int | None = None, checkpoint: str | Path | None = None,
-                     log=print) -> Path:
+                     bank_size: int | None = None, bank_prefix: str | None = None,
+                     checkpoint: str | Path | None = None, log=print) -> Path:
     """Assemble one :class:`models.Generator` for ``direction`` and save it with a style bank.
 
     ``b2a`` (photo -> painting, the shipped direction): content encoder of ``gen_b`` (photos) + style
     encoder and decoder of ``gen_a`` (paintings); ``a2b`` the reverse. The style bank holds
-    ``encode_style`` of ``bank_size`` training images of the style domain (evenly spaced in file order,
-    centre crops at the training size) as ``extra["style_bank"]`` ``(N, C_s, h, w)`` and their file names
-    as ``extra["style_bank_names"]`` (see docs/DESIGN.md).
+    ``encode_style`` of ``bank_size`` training images of the style domain (chosen by
+    :func:`models.inference.compute_style_bank`: the most typical, then farthest-point sampling; centre
+    squares at ``data.load_size``) as ``extra["style_bank"]`` ``(N, C_s, h, w)``, their display names
+    ``"<Prefix> #i"`` as ``extra["style_bank_names"]`` and file names as ``extra["style_bank_sources"]``
+    (see docs/DESIGN.md).
 
     Args:
         run: run folder (``<out>/<name>``) or a training checkpoint file.
@@ -1172,6 +1182,7 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
         out: output ``.safetensors`` path (the ``.json`` goes beside it).
         fp16: store weights and bank in float16 (half the size; loaders upcast).
         bank_size: number of style images (default ``train.style_bank_size``).
+        bank_prefix: display-name prefix of bank entries (default: from ``out``'s stem, e.g. "Monet").
         checkpoint: a specific training checkpoint (default: the newest in the run).
 
     Returns:
@@ -1209,21 +1220,19 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
 
     d = config["data"]
     style_folder = d["train_a"] if direction == "b2a" else d["train_b"]
-    from wct.io import list_images
+    from .inference import compute_style_bank
 
-    files = list_images(style_folder)
     n = int(bank_size or config["train"]["style_bank_size"])
-    pick = _holdout(files, n) or list(files)[:n]
-    images = ImageList(pick, load_size=d["load_size"], crop_size=d["crop_size"])
-    if len(images) == 0:
-        raise CheckpointError(f"no readable style images in {style_folder} for the style bank")
-    with torch.no_grad():
-        bank = torch.cat([gen.encode_style(img[None]) for img, _ in images.items])
-    names = [Path(p).name for _, p in images.items]
+    prefix = bank_prefix or Path(out).stem.replace("_", " ").replace("-", " ").title()
+    # Typical-then-farthest-point selection over the style domain's training images (models.inference),
+    # encoded as centre squares at the training load size.
+    bank, names, sources = compute_style_bank(gen, style_folder, n=n, size=int(d["load_size"]), prefix=prefix)
+    gen = gen.cpu().eval()
     step = int(extra["counters"]["step"])
     meta = {
         "style_bank": bank,
         "style_bank_names": names,
+        "style_bank_sources": [Path(p).name for p in sources],
         "direction": direction,
         "trained_steps": step,
         "source_run": str(config["name"]),

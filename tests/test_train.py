@@ -104,7 +104,9 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     shipped = load_checkpoint(out)
     bank, names = shipped["extra"]["style_bank"], shipped["extra"]["style_bank_names"]
     assert bank.shape[0] == len(names) == 3 and bank.shape[1] == 32
-    assert all(n.endswith(".png") for n in names)
+    assert names == ["Tiny #1", "Tiny #2", "Tiny #3"]
+    assert all(n.endswith(".png") for n in shipped["extra"]["style_bank_sources"])
+    assert shipped["extra"]["trained_steps"] == 4 and shipped["extra"]["direction"] == "b2a"
     g = Generator.from_pretrained(out)
     sd_a, sd_b = ck["nets"]["gen_a"], ck["nets"]["gen_b"]
     gsd = g.state_dict()
@@ -115,6 +117,12 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     x = torch.rand(1, 3, 40, 52) * 2 - 1
     y = g.decode(g.encode_content(x), bank[:1], size=x.shape[-2:])
     assert y.shape == x.shape and torch.isfinite(y).all()
+    from models.inference import load_engine
+
+    engine = load_engine(str(out))
+    photo = Image.fromarray((np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8))
+    styled = engine.stylize(photo, None, style_index=1)
+    assert styled.size == photo.size and engine.style_names == names
     with pytest.raises(ValueError, match="direction"):
         export_generator(run, direction="x", out=tmp_path / "z.safetensors")
 
@@ -312,6 +320,29 @@ def test_torchrun_two_gloo_processes(domains, tmp_path):
     ck = load_checkpoint(run / "checkpoints" / "step_00000004.safetensors")
     assert len(ck["extra"]["rng"]) == 2  # both ranks' RNG states, gathered by rank 0
     assert r.stdout.count("completed at step 4") == 1
+
+
+def test_amp_bf16_autocast_path_on_cpu(domains, tmp_path, monkeypatch):
+    """CPU autocast runs the same mixed-precision code path; the eigendecompositions stay float64."""
+    import wct.linalg
+
+    a, b = domains
+    dtypes = []
+    real = wct.linalg.eigh
+
+    def spy(x, *args, **kw):
+        out = real(x, *args, **kw)
+        dtypes.append(out[0].dtype)
+        return out
+
+    monkeypatch.setattr(wct.linalg, "eigh", spy)
+    t = Trainer(_config(a, b, tmp_path, extra=["train.amp=bf16"]))
+    assert t.amp_dtype == torch.bfloat16
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    out = t.train_step(x, x.flip(-1))
+    assert out["nonfinite"] == 0.0 and all(math.isfinite(v) for k, v in out.items() if k != "images")
+    assert out["images"]["x_ab"].dtype == torch.bfloat16  # the convolutions really ran in bf16
+    assert dtypes and all(d == torch.float64 for d in dtypes)  # eigh ran, in float64, under autocast
 
 
 @pytest.mark.gpu
