@@ -231,26 +231,31 @@ def _sym_from_upper(h: torch.Tensor) -> torch.Tensor:
 
 
 def _inner(lam: torch.Tensor, m: torch.Tensor, backward: str, degree: int, eps: float, clip: float) -> torch.Tensor:
-    """``S = K~ o (M - M^T) / 2`` (symmetric) for ``M = V^T dL/dV``; diagonal left arbitrary (overwritten)."""
+    """``S = K~ o (M - M^T) / 2`` (symmetric) for ``M = V^T dL/dV``; diagonal left arbitrary (overwritten).
+
+    ``m`` is used as scratch space (overwritten): the backward pass allocates as few ``(B, n, n)`` tensors
+    as possible, since on CPU each fresh multi-MB tensor costs page faults comparable to the arithmetic.
+    """
     skew = m - m.mT  # the 1/2 is folded into K below
     if backward == "exact":
         e2 = 2.0 * (lam.unsqueeze(-2) - lam.unsqueeze(-1))
+        skew.div_(e2)
         # exact ties (bitwise equal eigenvalues): K = 0, the degenerate-subspace convention (torch: NaN)
-        return torch.where(e2 == 0, torch.zeros_like(skew), skew / e2)
+        return skew.masked_fill_(e2 == 0, 0.0)
     if backward == "clip":
         e = lam.unsqueeze(-2) - lam.unsqueeze(-1)  # >= 0 on the upper triangle
-        k_up = 0.5 / e.clamp_min(1.0 / clip)  # min(1/e, clip) / 2; ties -> clip / 2
-        return _sym_from_upper(k_up * skew)
-    lc = lam.clamp_min(eps)
-    if backward == "taylor":
+        k_up = e.clamp_min_(1.0 / clip).reciprocal_().mul_(0.5)  # min(1/e, clip) / 2; ties -> clip / 2
+    elif backward == "taylor":
+        lc = lam.clamp_min(eps)
         fast = lc.numel() == 0 or (
             float((lc[..., -1].log() - lc[..., 0].log()).max()) * (degree + 1)
             < _FAST_LOG_RANGE.get(lc.dtype, 70.0)
         )
         k_up = _taylor_up_fast(lc, degree, 0.5) if fast else 0.5 * _series_closed(lc, degree, pade=False)
     else:  # pade
-        k_up = 0.5 * _series_closed(lc, degree, pade=True)
-    return _sym_from_upper(k_up * skew)
+        k_up = 0.5 * _series_closed(lam.clamp_min(eps), degree, pade=True)
+    skew.mul_(k_up)  # valid on the strict upper triangle; mirror it
+    return torch.where(_upper_mask(m.shape[-1], m.device), skew, skew.mT, out=m)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -364,12 +369,18 @@ class _Eigh(torch.autograd.Function):
                 ga = ga + (v * g_lam.unsqueeze(-2)) @ v.mT
             return ga, None, None, None, None
         else:
-            s = _inner(lam, v.mT @ g_v, backward, degree, eps, clip)
-        diag = s.diagonal(dim1=-2, dim2=-1)  # s is a fresh tensor: fill its diagonal in place
+            shp, n = v.shape, v.shape[-1]
+            v3 = v.reshape(-1, n, n)
+            s = _inner(lam.reshape(-1, n), torch.bmm(v3.mT, g_v.reshape(-1, n, n)), backward, degree, eps, clip)
+            diag = s.diagonal(dim1=-2, dim2=-1)  # s is a fresh tensor: fill its diagonal in place
+            if g_lam is not None:
+                diag.copy_(g_lam.reshape(-1, n))
+            else:
+                diag.zero_()
+            return torch.bmm(torch.bmm(v3, s), v3.mT, out=s).reshape(shp), None, None, None, None
+        diag = s.diagonal(dim1=-2, dim2=-1)
         if g_lam is not None:
             diag.copy_(g_lam)
-        else:
-            diag.zero_()
         return v @ s @ v.mT, None, None, None, None
 
 

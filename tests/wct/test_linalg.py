@@ -242,7 +242,7 @@ def test_fast_series_agrees_with_closed_form_and_limit():
     g1 = eig_grad(a, "taylor", loss, eps=1e-4, degree=9)  # fast path
     lam_a, v = torch.linalg.eigh(a)
     m = v.T @ torch.randn(5, 5, dtype=F64)
-    s_fast = linalg._inner(lam_a, m, "taylor", 9, 1e-4, 100.0)
+    s_fast = linalg._inner(lam_a, m.clone(), "taylor", 9, 1e-4, 100.0)
     s_closed = 0.5 * linalg._series_closed(lam_a.clamp_min(1e-4), 9, False)
     s_closed = linalg._sym_from_upper(s_closed * (m - m.T))
     torch.testing.assert_close(s_fast, s_closed, rtol=1e-12, atol=1e-12)
