@@ -140,3 +140,11 @@ def test_eval_every_skips_intermediate_evaluations(tiny_config):
     res = train(cfg)
     assert [h["test_error"] is None for h in res["history"]] == [True, False]
     assert res["final_error"] == res["best_error"] == res["history"][-1]["test_error"]
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_autocast_run(tiny_config):
+    cfg = copy.deepcopy(tiny_config)
+    cfg.device, cfg.amp = "cuda", True
+    res = train(cfg)
+    assert res["status"] == "ok" and res["steps"] == 2
