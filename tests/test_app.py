@@ -267,8 +267,25 @@ def test_broken_checkpoint_is_reported_and_colour_still_works(tmp_path):
     assert out.size == content.size
 
 
-def test_real_colour_engine_through_the_api(tmp_path, images):
-    engines, notes = app.load_engines(tmp_path)
+def _tiny_checkpoint(folder: Path) -> Path:
+    """A tiny random SVD-WCT generator checkpoint with a 2-entry style bank (models.inference)."""
+    from models import Generator, GeneratorConfig, save_checkpoint
+    from models.inference import add_style_bank
+
+    cfg = GeneratorConfig(width=4, n_res=1, groups=2, style_n_down=2, gdwct_mlp_dim=8, image_size=32)
+    path = folder / "tiny.safetensors"
+    save_checkpoint(path, {"generator": Generator(cfg)}, cfg)
+    add_style_bank(path, [_photo(40, 40, 5), _photo(40, 40, 6)], n=2, size=32)
+    return path
+
+
+def test_real_engines_through_the_api(tmp_path, images):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    _tiny_checkpoint(ckpts)
+    engines, notes = app.load_engines(ckpts)
+    assert list(engines) == ["color", "tiny"] and notes == []
+    assert app._style_bank_names(engines["tiny"]) == ["Tiny #1", "Tiny #2"]
     demo = app.build_demo(engines, notes=notes, examples=False)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
@@ -276,17 +293,28 @@ def test_real_colour_engine_through_the_api(tmp_path, images):
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False,
                         download_files=str(tmp_path))
-        out = _call(client, images["content"], images["style"], model="color")
+        out_color = _call(client, images["content"], images["style"], model="color")
+        out_bank = _call(client, images["content"], None, model="tiny")  # style bank, no style image
+        out_bank2 = _call(client, images["content"], None, model="tiny", bank="Tiny #2")
+        out_upload = _call(client, images["wide"], images["style"], model="tiny", alpha=0.5,
+                           bank=app.UPLOADED)
+        with pytest.raises(AppError, match="Upload a style image"):
+            _call(client, images["content"], None, model="color")
     finally:
         demo.close()
-    result = np.asarray(Image.open(out).convert("RGB"), np.float64)
     content = np.asarray(Image.open(images["content"]).convert("RGB"), np.float64)
     style = np.asarray(Image.open(images["style"]).convert("RGB"), np.float64)
+    result = np.asarray(Image.open(out_color).convert("RGB"), np.float64)
     assert result.shape == content.shape
     assert np.abs(result - content).mean() > 1.0
     # colour transfer moves the per-channel means towards the style's
     assert (np.abs(result.mean((0, 1)) - style.mean((0, 1))).sum()
             < np.abs(content.mean((0, 1)) - style.mean((0, 1))).sum())
+    bank1, bank2 = (np.asarray(Image.open(o).convert("RGB"), np.float64) for o in (out_bank, out_bank2))
+    assert bank1.shape == bank2.shape == content.shape
+    assert np.abs(bank1 - content).mean() > 1.0
+    assert np.abs(bank1 - bank2).max() > 0  # another bank entry, another result
+    assert Image.open(out_upload).size == (200, 100)
 
 
 def test_main_defaults_to_localhost_7860_without_share(monkeypatch, tmp_path):
