@@ -226,7 +226,7 @@ class BlendAlpha(nn.Module):
             self.p.clamp_(0.0, 1.0 / self.scale)
 
     def extra_repr(self) -> str:
-        return f"param={self.param}, scale={self.scale}, alpha={float(self.forward()):.4f}"
+        return f"param={self.param}, scale={self.scale}, alpha={float(self.forward().detach()):.4f}"
 
 
 def _blend(out: torch.Tensor, content: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
@@ -300,6 +300,7 @@ class GDWCTBlock(nn.Module):
                 alpha: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b, c, h, w = content.shape
         g, n = self.groups, c // self.groups
+        style_code = style_code.expand(b, -1)
         s = self.mlp_ct(style_code.reshape(b * g, n)).view(b, g, n, n)
         d = s.norm(dim=-2, keepdim=True).clamp_min(1e-8)  # column-wise L2 norms ("eigenvalues")
         u = s / d
@@ -442,11 +443,8 @@ class Generator(nn.Module):
         if style_feat.dim() != 4 or style_feat.shape[1] != c:
             raise ValueError(f"style_feat must have shape (B, {c}, h, w), got {tuple(style_feat.shape)}")
         b = content_feat.shape[0]
-        if style_feat.shape[0] != b:
-            if style_feat.shape[0] != 1:
-                raise ValueError(f"style_feat batch {style_feat.shape[0]} must be 1 or match the content "
-                                 f"batch {b}")
-            style_feat = style_feat.expand(b, -1, -1, -1)
+        if style_feat.shape[0] not in (1, b):  # a batch of 1 is broadcast (its statistics computed once)
+            raise ValueError(f"style_feat batch {style_feat.shape[0]} must be 1 or match the content batch {b}")
         if alpha is not None:
             alpha = float(alpha)
             if not 0.0 <= alpha <= 1.0:
@@ -471,7 +469,7 @@ class Generator(nn.Module):
     # -- alpha helpers -----------------------------------------------------------------------------------
     def alphas(self) -> list[float]:
         """Current learned blend of each WCT module (for logging)."""
-        return [float(m.alpha()) for m in self.decoder.wcts]
+        return [float(m.alpha().detach()) for m in self.decoder.wcts]
 
     def clamp_alpha_(self) -> None:
         """Project every ``alpha_param="clamp"`` blend parameter into [0, 1] (call after an optimiser step;
