@@ -43,6 +43,17 @@ class InvertEngine:
         return ImageOps.invert(content)
 
 
+class BankEngine:
+    """Needs no style image: fills the content's size with a grey level given by the bank entry."""
+
+    name = "banked"
+    style_bank_names = ["Banked #1", "Banked #2"]
+
+    def stylize(self, content, style, *, alpha=1.0, preserve_color=False, style_index=0):
+        assert style is None
+        return Image.new("RGB", content.size, (100 + 50 * style_index,) * 3)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +62,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    demo = app.build_demo({"invert": InvertEngine()}, examples=False)
+    demo = app.build_demo({"invert": InvertEngine(), "banked": BankEngine()}, examples=False)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
@@ -122,3 +133,22 @@ def test_upload_two_images_click_and_read_result(page, tmp_path):
         assert tuple(rgb) == expected.getpixel((x, y)), (x, y)
     # the download button of the result is there
     assert page.locator("#result button[aria-label*='ownload'], #result a[download]").count() >= 1
+
+
+def test_model_with_style_bank_needs_no_style_image(page, tmp_path):
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("#run")
+    assert not page.locator("#style-bank").is_visible()  # "invert" has no style bank
+    page.locator("#model input").click()
+    page.get_by_role("option", name="banked").click()
+    page.locator("#style-bank").wait_for(state="visible")
+    page.locator("#style-bank input").click()
+    page.get_by_role("option", name="Banked #2").click()
+    Image.new("RGB", (50, 30), (0, 0, 0)).save(tmp_path / "content.png")
+    page.locator("#content-image input[type=file]").set_input_files(str(tmp_path / "content.png"))
+    page.locator("#content-image img").first.wait_for(state="visible")
+    page.click("#run")
+    page.locator("#result img").first.wait_for(state="visible")
+    got = page.evaluate(READ_RESULT_JS, [[10, 10]])
+    assert (got["w"], got["h"]) == (50, 30)
+    assert got["px"][0] == [150, 150, 150]  # bank entry #2
