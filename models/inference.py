@@ -68,6 +68,7 @@ network) raise :class:`wct.io.ImageLoadError` (a ``ValueError``); they are never
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -412,12 +413,7 @@ class _Hooks:
     def __init__(self, gen: nn.Module) -> None:
         from models.networks import SVDWCT, GDWCTBlock
 
-        self.mode = "off"
-        self.mix: tuple[int, list[float]] | None = None
-        self.core: tuple[int, int, int, int] | None = None  # y0, y1, x0, x1 in tile image px
-        self.tile_hw: tuple[int, int] = (1, 1)
-        self.frozen: dict[int, tuple[torch.Tensor, ...]] = {}
-        self.acc: dict[int, _Acc] = {}
+        self._tls = threading.local()  # per-thread state: concurrent app requests do not interfere
         self._patched: list[nn.Module] = []
         self._types = (SVDWCT, GDWCTBlock)
         for part in (gen.content_encoder, gen.decoder):
@@ -433,6 +429,24 @@ class _Hooks:
                 elif "norm" in type(m).__name__.lower() and not isinstance(m, nn.modules.batchnorm._BatchNorm):
                     warnings.warn(f"tiling: unknown normalisation layer {type(m).__name__}; its statistics "
                                   "are per tile", stacklevel=2)
+
+    def _state(self) -> threading.local:
+        t = self._tls
+        if not hasattr(t, "mode"):
+            t.mode = "off"
+            t.mix = None  # (K, weights)
+            t.core = None  # (y0, y1, x0, x1) in tile image px
+            t.tile_hw = (1, 1)
+            t.frozen = {}
+            t.acc = {}
+        return t
+
+    mode = property(lambda self: self._state().mode, lambda self, v: setattr(self._state(), "mode", v))
+    mix = property(lambda self: self._state().mix, lambda self, v: setattr(self._state(), "mix", v))
+    core = property(lambda self: self._state().core, lambda self, v: setattr(self._state(), "core", v))
+    tile_hw = property(lambda self: self._state().tile_hw, lambda self, v: setattr(self._state(), "tile_hw", v))
+    frozen = property(lambda self: self._state().frozen, lambda self, v: setattr(self._state(), "frozen", v))
+    acc = property(lambda self: self._state().acc, lambda self, v: setattr(self._state(), "acc", v))
 
     def remove(self) -> None:
         for m in self._patched:

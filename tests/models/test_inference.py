@@ -304,3 +304,17 @@ def test_device_validation():
             load_engine("color", device="cuda")
     assert load_engine("color", device="auto").device.type in ("cpu", "cuda")
     assert F is not None
+
+
+def test_concurrent_calls_do_not_share_tiling_state(net):
+    """The app runs requests in threads: tiled / interpolated / plain calls must not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, s1, s2 = _content((72, 64), seed=5), _style(1), _style(2)
+    jobs = [dict(style=s1, tile=32, tile_overlap=8), dict(style=[s1, s2], style_weights=[0.5, 0.5]),
+            dict(style=s2), dict(style=s1, tile=48, tile_overlap=8)] * 2
+    ref = [np.asarray(net.stylize(c, **j)) for j in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda j: np.asarray(net.stylize(c, **j)), jobs))
+    for r, g in zip(ref, got, strict=True):
+        assert np.abs(r.astype(int) - g.astype(int)).max() <= 1
