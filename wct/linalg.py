@@ -177,7 +177,7 @@ def _series_closed(lc: torch.Tensor, degree: int, pade: bool) -> torch.Tensor:
     return s / hi
 
 
-def _taylor_up_fast(lc: torch.Tensor, degree: int, scale: float = 1.0) -> torch.Tensor:
+def _taylor_up_fast(lc: torch.Tensor, degree: int, scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Upper-triangle Taylor K as a sum of K+1 positive terms by one small batched matmul.
 
     ``K_up[i, j] = (1/l_j) sum_k (l_i/l_j)^k = sum_k mu_i^k * mu_j^-(k+1) / l_max`` with ``mu = l / l_max``.
@@ -189,7 +189,9 @@ def _taylor_up_fast(lc: torch.Tensor, degree: int, scale: float = 1.0) -> torch.
     a = torch.cat([torch.ones_like(mu).unsqueeze(-1), mu.unsqueeze(-1).expand(*mu.shape, degree)], -1)
     a = a.cumprod(-1)  # mu_i^k, k = 0..K                       (..., n, K+1)
     b = (1.0 / mu).unsqueeze(-1).expand(*mu.shape, k1).cumprod(-1) * (scale / lmax).unsqueeze(-1)
-    return a @ b.mT  # scale * mu_j^-(k+1) / lmax summed against mu_i^k
+    if out is not None and lc.dim() == 2:
+        return torch.bmm(a, b.mT, out=out)  # scale * mu_j^-(k+1) / lmax summed against mu_i^k
+    return a @ b.mT
 
 
 def taylor_k(lam: torch.Tensor, *, degree: int = 9, eps: float = 1e-5, backward: str = "taylor") -> torch.Tensor:
@@ -236,14 +238,14 @@ def _inner(lam: torch.Tensor, m: torch.Tensor, backward: str, degree: int, eps: 
     ``m`` is used as scratch space (overwritten): the backward pass allocates as few ``(B, n, n)`` tensors
     as possible, since on CPU each fresh multi-MB tensor costs page faults comparable to the arithmetic.
     """
-    skew = m - m.mT  # the 1/2 is folded into K below
+    skew = m - m.mT  # the 1/2 is folded into K below; m is free from here on (scratch for K)
     if backward == "exact":
-        e2 = 2.0 * (lam.unsqueeze(-2) - lam.unsqueeze(-1))
+        e2 = torch.sub(lam.unsqueeze(-2), lam.unsqueeze(-1), out=m).mul_(2.0)
         skew.div_(e2)
         # exact ties (bitwise equal eigenvalues): K = 0, the degenerate-subspace convention (torch: NaN)
         return skew.masked_fill_(e2 == 0, 0.0)
     if backward == "clip":
-        e = lam.unsqueeze(-2) - lam.unsqueeze(-1)  # >= 0 on the upper triangle
+        e = torch.sub(lam.unsqueeze(-2), lam.unsqueeze(-1), out=m)  # >= 0 on the upper triangle
         k_up = e.clamp_min_(1.0 / clip).reciprocal_().mul_(0.5)  # min(1/e, clip) / 2; ties -> clip / 2
     elif backward == "taylor":
         lc = lam.clamp_min(eps)
@@ -251,7 +253,7 @@ def _inner(lam: torch.Tensor, m: torch.Tensor, backward: str, degree: int, eps: 
             float((lc[..., -1].log() - lc[..., 0].log()).max()) * (degree + 1)
             < _FAST_LOG_RANGE.get(lc.dtype, 70.0)
         )
-        k_up = _taylor_up_fast(lc, degree, 0.5) if fast else 0.5 * _series_closed(lc, degree, pade=False)
+        k_up = _taylor_up_fast(lc, degree, 0.5, out=m) if fast else 0.5 * _series_closed(lc, degree, pade=False)
     else:  # pade
         k_up = 0.5 * _series_closed(lam.clamp_min(eps), degree, pade=True)
     skew.mul_(k_up)  # valid on the strict upper triangle; mirror it
