@@ -385,7 +385,8 @@ def build_demo(
         return gr.update(choices=choices, value=choices[1] if len(choices) > 1 else UPLOADED,
                          visible=len(choices) > 1)
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # delete_cache: uploads and results older than 1 h are removed every 30 min (long-running servers).
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(
             f"# {title}\n"
             "Whitening-and-colouring style transfer on a robust differentiable eigendecomposition "
@@ -459,6 +460,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-resolution", type=int, default=1024, help="default max side of the content (px)")
     p.add_argument("--no-examples", action="store_true", help="do not write/show the example images")
     args = p.parse_args(argv)
+    if args.concurrency < 1:
+        p.error(f"--concurrency must be >= 1, got {args.concurrency}")
+    if not MIN_RESOLUTION <= args.max_resolution <= MAX_RESOLUTION:
+        p.error(f"--max-resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {args.max_resolution}")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port must be in [0, 65535], got {args.port}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     if args.device == "cuda":

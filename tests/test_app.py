@@ -329,3 +329,5 @@ def test_main_defaults_to_localhost_7860_without_share(monkeypatch, tmp_path):
     app.main(["--checkpoint-dir", str(tmp_path), "--no-examples", "--host", "0.0.0.0", "--port", "8123",
               "--share"])
     assert seen["server_name"] == "0.0.0.0" and seen["server_port"] == 8123 and seen["share"] is True
+    with pytest.raises(SystemExit):
+        app.main(["--checkpoint-dir", str(tmp_path), "--concurrency", "0"])
