@@ -209,14 +209,26 @@ def _photos(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, load(style)[None].float() / 127.5 - 1
 
 
-def study(n_images: int = 6, size: int = 128, steps: int = 60) -> dict:
+def study(n_images: int = 6, size: int = 128, steps: int = 60,
+          parts: tuple[str, ...] = ("generator", "discriminator", "whitening"), out: dict | None = None) -> dict:
     from models import DiscriminatorConfig, MultiScaleDiscriminator
 
     torch.set_num_threads(1)
     x, style = _photos(n_images, size)
     periods = (2, 4, 8, 16)
-    out: dict = {"n_images": n_images, "size": size, "periods": list(periods),
-                 "photos": {p: grid_ratio(x, p) for p in periods}}
+    out = dict(out or {})
+    out.update({"n_images": n_images, "size": size, "periods": list(periods),
+                "photos": {p: grid_ratio(x, p) for p in periods}})
+    if "generator" in parts:
+        _study_generator(out, x, style, periods)
+    if "discriminator" in parts:
+        _study_discriminator(out, x, periods, steps, DiscriminatorConfig, MultiScaleDiscriminator)
+    if "whitening" in parts:
+        _study_whitening(out, x, style)
+    return out
+
+
+def _study_generator(out, x, style, periods):
     # A. generator output at initialisation (2 seeds), small width as in the CPU demo runs
     variants = {
         "gdwct-default (nearest, conv4, reflect)": {},
@@ -238,9 +250,16 @@ def study(n_images: int = 6, size: int = 128, steps: int = 60) -> dict:
                 vals[p].append(grid_ratio(y, p))
         out["generator_init"][name] = {p: statistics.mean(v) for p, v in vals.items()}
         print("G init", name, {p: round(v, 2) for p, v in out["generator_init"][name].items()}, flush=True)
+
+
+def _study_discriminator(out, x, periods, steps, DiscriminatorConfig, MultiScaleDiscriminator):  # noqa: N803
     # B/C. discriminator: input gradient and the perturbation it asks for (pixels optimised against a fixed D)
     out["discriminator_grad"], out["discriminator_push"] = {}, {}
-    for name, kw in {"gdwct-default (conv4)": {}, "blurpool": {"downsample": "blurpool"}}.items():
+    d_variants = {"gdwct-default (conv4, avg3 between scales)": {},
+                  "blur between scales": {"scale_pool": "blur"},
+                  "blurpool convs": {"downsample": "blurpool"},
+                  "blurpool convs + blur between scales": {"downsample": "blurpool", "scale_pool": "blur"}}
+    for name, kw in d_variants.items():
         torch.manual_seed(0)
         d = MultiScaleDiscriminator(DiscriminatorConfig(**kw))
         for prm in d.parameters():
@@ -248,6 +267,9 @@ def study(n_images: int = 6, size: int = 128, steps: int = 60) -> dict:
         xi = x.clone().requires_grad_(True)
         d.gen_loss(xi).backward()
         out["discriminator_grad"][name] = {p: grid_ratio(xi.grad, p) for p in periods}
+        if name not in ("gdwct-default (conv4, avg3 between scales)", "blurpool convs + blur between scales"):
+            print("D", name, "grad", {p: round(v, 2) for p, v in out["discriminator_grad"][name].items()})
+            continue
         xi = x.clone().requires_grad_(True)
         opt = torch.optim.Adam([xi], lr=0.01)
         for _ in range(steps):
@@ -257,6 +279,9 @@ def study(n_images: int = 6, size: int = 128, steps: int = 60) -> dict:
         out["discriminator_push"][name] = {p: grid_ratio(xi.detach() - x, p) for p in periods}
         print("D", name, "grad", {p: round(v, 2) for p, v in out["discriminator_grad"][name].items()},
               "push", {p: round(v, 2) for p, v in out["discriminator_push"][name].items()}, flush=True)
+
+
+def _study_whitening(out, x, style):
     # D. whitening: does WCT amplify a weak periodic component of the content features?
     from wct.functional import wct as wct_fn
 
@@ -273,6 +298,63 @@ def study(n_images: int = 6, size: int = 128, steps: int = 60) -> dict:
                 row[f"wct_{mode}"] = {p: grid_ratio(t, p) for p in (2, 4)}
         out["whitening"][name] = row
         print("WCT", name, row, flush=True)
+
+
+def train_probe(steps: int = 200, size: int = 64, every: int = 50) -> dict:
+    """Short adversarial training (tiny G and D, photo -> Monet, LSGAN + 10 x self-reconstruction L1, Adam
+    2e-4, batch 2) per artefact variant; grid ratios of G's outputs on fixed photos every ``every`` steps."""
+    from PIL import Image
+
+    from models import DiscriminatorConfig, MultiScaleDiscriminator
+
+    torch.set_num_threads(1)
+    root = ROOT.parent / "shared" / "data" / "artworks-mini" / "monet2photo"
+
+    def load_dir(d, n):
+        ims = []
+        for f in sorted((root / d).glob("*.jpg"))[:n]:
+            im = Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)
+            ims.append(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
+                       .permute(2, 0, 1))
+        return torch.stack(ims).float() / 127.5 - 1
+
+    photos, paintings, test = load_dir("trainB", 64), load_dir("trainA", 64), load_dir("testB", 6)
+    variants = {
+        "gdwct-default": ({}, {}),
+        "G bilinear+blurpool": ({"upsample": "bilinear", "downsample": "blurpool"}, {}),
+        "D blurpool": ({}, {"downsample": "blurpool"}),
+        "G bilinear+blurpool, D blurpool": ({"upsample": "bilinear", "downsample": "blurpool"},
+                                            {"downsample": "blurpool"}),
+    }
+    out = {"steps": steps, "size": size, "every": every, "variants": {}}
+    for name, (gkw, dkw) in variants.items():
+        torch.manual_seed(0)
+        g = Generator(GeneratorConfig(width=16, n_res=1, groups=4, **gkw))
+        d = MultiScaleDiscriminator(DiscriminatorConfig(width=16, n_scales=2, **dkw))
+        og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        hist, t0 = [], time.perf_counter()
+        for it in range(steps + 1):
+            if it % every == 0:
+                g.eval()
+                with torch.no_grad():
+                    y = g(test, paintings[:1])
+                hist.append({"step": it, **{f"R{p}": grid_ratio(y, p) for p in (2, 4, 8)}})
+                g.train()
+            if it == steps:
+                break
+            idx = torch.randint(0, 64, (2,))
+            x, real = photos[idx], paintings[torch.randint(0, 64, (2,))]
+            fake = g(x, real)
+            od.zero_grad()
+            d.dis_loss(fake.detach(), real).backward()
+            od.step()
+            og.zero_grad()
+            (d.gen_loss(fake) + 10 * (g(x, x) - x).abs().mean()).backward()
+            og.step()
+            g.clamp_alpha_()
+        out["variants"][name] = {"history": hist, "seconds": time.perf_counter() - t0, "alphas": g.alphas()}
+        print("train", name, [{k: round(v, 2) for k, v in h.items()} for h in hist], flush=True)
     return out
 
 
@@ -305,6 +387,15 @@ def write_study(res: dict, out_dir: Path) -> None:
         cells = [v[a][p] if p in v[a] else v[a][str(p)] for a in ("content", "wct_trace", "wct_absolute")
                  for p in (2, 4)]
         md.append(f"| {k} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    if "train_probe" in res:
+        tp = res["train_probe"]
+        md += ["", f"### Short adversarial training ({tp['steps']} steps, {tp['size']} px, width 16, 1 res block, "
+               "4 groups; D width 16, 2 scales; LSGAN + 10 x L1 self-reconstruction, Adam 2e-4, batch 2)", "",
+               "Grid ratios of G's outputs on 6 test photos (style: one Monet painting) during training:", "",
+               "| variant | step | R2 | R4 | R8 |", "|---|---:|---:|---:|---:|"]
+        for k, v in tp["variants"].items():
+            for h in v["history"]:
+                md.append(f"| {k} | {h['step']} | {h['R2']:.2f} | {h['R4']:.2f} | {h['R8']:.2f} |")
     mdp = out_dir / "generator.md"
     text = mdp.read_text() if mdp.exists() else ""
     text = text.split("\n## Checkerboard study")[0].rstrip("\n") + "\n"
@@ -321,9 +412,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--study", action="store_true",
                     help="run only the checkerboard study (needs artworks-mini); adds to generator.json/.md")
+    ap.add_argument("--study-part", nargs="+", choices=["generator", "discriminator", "whitening"],
+                    help="re-run only these parts of the study, keeping the others' stored results")
+    ap.add_argument("--train-probe", action="store_true",
+                    help="short adversarial training per artefact variant (after --study); adds to the results")
+    ap.add_argument("--probe-steps", type=int, default=200)
     args = ap.parse_args(argv)
-    if args.study:
-        write_study(study(), args.out)
+    if args.study or args.study_part:
+        js = args.out / "generator.json"
+        old = json.loads(js.read_text()).get("checkerboard_study") if js.exists() else None
+        parts = tuple(args.study_part) if args.study_part else ("generator", "discriminator", "whitening")
+        write_study(study(parts=parts, out=old), args.out)
+        return 0
+    if args.train_probe:
+        js = args.out / "generator.json"
+        res = json.loads(js.read_text()).get("checkerboard_study") if js.exists() else None
+        if not res:
+            raise SystemExit("run --study first")
+        res["train_probe"] = train_probe(args.probe_steps)
+        write_study(res, args.out)
         return 0
     result = bench(args.sizes, args.repeats, torch.device(args.device), args.threads)
     result["command"] = "python benchmarks/bench_generator.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -159,6 +159,9 @@ class DiscriminatorConfig(_ConfigMixin):
         n_scales: image scales, 3x3 average pooling (stride 2) between them (GDWCT ``NUM_SCALES`` = 3).
         lrelu_slope: negative slope of the LeakyReLUs (GDWCT's ``lrelu`` = 0.01; MUNIT uses 0.2).
         downsample: *artefact option*: ``"conv4"`` (GDWCT) or ``"blurpool"`` (3x3 conv + blur + stride 2).
+        scale_pool: *artefact option*: downsampling between scales, ``"avg3"`` (GDWCT: 3x3 average pooling,
+            stride 2, whose gradient covers pixels 1 or 2 times alternately -> a period-2 grid in the
+            gradient G receives) or ``"blur"`` ([1, 2, 1]^2 / 16 blur, stride 2: even coverage).
         padding: *artefact option*: ``"reflect"`` (GDWCT "mirror"), ``"replicate"`` or ``"zeros"``.
     """
 
@@ -167,11 +170,13 @@ class DiscriminatorConfig(_ConfigMixin):
     n_scales: int = 3
     lrelu_slope: float = 0.01
     downsample: str = "conv4"
+    scale_pool: str = "avg3"
     padding: str = "reflect"
 
     def __post_init__(self) -> None:
         _check_int("width", self.width, 1)
         _check_int("n_layers", self.n_layers, 1)
+        _check_choice("scale_pool", self.scale_pool, ("avg3", "blur"))
         _check_int("n_scales", self.n_scales, 1)
         _check_choice("downsample", self.downsample, ("conv4", "blurpool"))
         _check_choice("padding", self.padding, PADDINGS)

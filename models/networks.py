@@ -534,7 +534,8 @@ class MultiScaleDiscriminator(nn.Module):
     """Multi-scale LSGAN patch discriminator (GDWCT/MUNIT ``Discriminator``).
 
     Per scale: ``n_layers`` 4x4 stride-2 convs ``w -> 2w -> ...`` with LeakyReLU (no norm), then a 1x1 conv to
-    a 1-channel patch map; 3x3 average pooling (stride 2, ``count_include_pad=False``) between scales.
+    a 1-channel patch map; 3x3 average pooling (stride 2, ``count_include_pad=False``) between scales
+    (``scale_pool="avg3"``, GDWCT) or an anti-aliasing blur + stride 2 (``scale_pool="blur"``).
 
     Args:
         config: :class:`models.DiscriminatorConfig`; keyword overrides as for :class:`Generator`.
@@ -553,6 +554,7 @@ class MultiScaleDiscriminator(nn.Module):
         self.config = config
         self.min_size = 2 ** (config.n_layers + config.n_scales - 1)
         self.nets = nn.ModuleList(self._make_net(config) for _ in range(config.n_scales))
+        self.blur = BlurPool(config.padding) if config.scale_pool == "blur" else None
 
     @staticmethod
     def _make_net(cfg: DiscriminatorConfig) -> nn.Sequential:
@@ -575,7 +577,8 @@ class MultiScaleDiscriminator(nn.Module):
         outs = []
         for i, net in enumerate(self.nets):
             if i:
-                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+                x = self.blur(x) if self.blur is not None else \
+                    F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             outs.append(net(x))
         return outs
 

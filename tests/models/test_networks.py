@@ -212,8 +212,10 @@ def test_discriminator_shapes_losses_and_min_size():
         assert loss.dim() == 0 and torch.isfinite(loss)
     with pytest.raises(ValueError, match="minimum size is 64"):
         d(img(1, 48, 64))
-    d2 = MultiScaleDiscriminator(width=4, downsample="blurpool", n_scales=2)
-    assert len(d2(img(1, 32, 40))) == 2
+    d2 = MultiScaleDiscriminator(width=4, downsample="blurpool", scale_pool="blur", n_scales=2)
+    assert [tuple(o.shape) for o in d2(img(1, 32, 40))] == [(1, 1, 2, 3), (1, 1, 1, 2)]
+    with pytest.raises(ValueError, match="scale_pool"):
+        DiscriminatorConfig(scale_pool="max")
     assert MultiScaleDiscriminator().config.lrelu_slope == 0.01
 
 
