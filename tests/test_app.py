@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,15 @@ def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h RGB pixels but holds no pixel data (a decompression-bomb stand-in)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("app_images")
@@ -103,6 +114,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     data = good.read_bytes()
     (paths.setdefault("truncated", d / "truncated.png")).write_bytes(data[: len(data) // 2])
     (paths.setdefault("notimage", d / "notimage.png")).write_bytes(b"this is not an image" * 10)
+    (paths.setdefault("bomb", d / "bomb.png")).write_bytes(_png_header_only(20000, 20000))
     return paths
 
 
@@ -190,6 +202,7 @@ def test_transparent_upload_is_composited_on_white(served, engines, images):
     [
         ({"content": "truncated"}, "truncated or corrupt"),
         ({"content": "notimage"}, "not an image"),
+        ({"content": "bomb"}, "decompression bomb"),
         ({"style": "notimage"}, "style image"),
         ({"model": "nobank", "style": None}, "no style bank"),
         ({"model": "nope"}, "Unknown model"),
