@@ -12,6 +12,9 @@ Common flags: ``--out DIR --max-steps N --image-size PX --width W --batch-size B
 --seed S --resume`` (``--resume-from CHECKPOINT``), plus any config key as ``key=value`` (e.g. ``optim.lr=2e-4``). Outputs go to
 ``DIR/NAME/``. Several GPUs / nodes: ``torchrun --nproc_per_node 4 train.py --config ...``.
 
+Exit codes: 0 completed, 1 interrupted (Ctrl-C / SIGTERM; a checkpoint was saved), 2 bad arguments or config,
+3 diverged (``train.max_nonfinite`` non-finite steps in a row; rolled back to the last checkpoint).
+
 Export the photo -> painting generator with a style bank (for the app and ``stylize.py``)::
 
     python train.py export --run runs/monet2photo --out checkpoints/monet.safetensors --fp16
