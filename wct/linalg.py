@@ -70,6 +70,7 @@ the eigenvector index (batched across matrices).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -185,12 +186,14 @@ def _taylor_up_fast(lc: torch.Tensor, degree: int, scale: float = 1.0, out: torc
     """
     lmax = lc[..., -1:]
     mu = lc / lmax
-    k1 = degree + 1
-    a = torch.cat([torch.ones_like(mu).unsqueeze(-1), mu.unsqueeze(-1).expand(*mu.shape, degree)], -1)
-    a = a.cumprod(-1)  # mu_i^k, k = 0..K                       (..., n, K+1)
-    b = (1.0 / mu).unsqueeze(-1).expand(*mu.shape, k1).cumprod(-1) * (scale / lmax).unsqueeze(-1)
+    inv = 1.0 / mu
+    def powers(x: torch.Tensor) -> torch.Tensor:  # x^k, k = 0..K  (..., n, K+1)
+        return torch.linalg.vander(x, N=degree + 1) if degree else torch.ones_like(x).unsqueeze(-1)
+
+    a = powers(mu)
+    b = powers(inv).mul_((inv * (scale / lmax)).unsqueeze(-1))  # mu_j^-(k+1)/lmax
     if out is not None and lc.dim() == 2:
-        return torch.bmm(a, b.mT, out=out)  # scale * mu_j^-(k+1) / lmax summed against mu_i^k
+        return torch.bmm(a, b.mT, out=out)
     return a @ b.mT
 
 
@@ -222,7 +225,8 @@ def taylor_k(lam: torch.Tensor, *, degree: int = 9, eps: float = 1e-5, backward:
     return up - up.mT
 
 
-def _upper_mask(n: int, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _upper_mask(n: int, device: torch.device) -> torch.Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
@@ -250,8 +254,7 @@ def _inner(lam: torch.Tensor, m: torch.Tensor, backward: str, degree: int, eps: 
     elif backward == "taylor":
         lc = lam.clamp_min(eps)
         fast = lc.numel() == 0 or (
-            float((lc[..., -1].log() - lc[..., 0].log()).max()) * (degree + 1)
-            < _FAST_LOG_RANGE.get(lc.dtype, 70.0)
+            float((lc[..., -1] / lc[..., 0]).max()) < math.exp(_FAST_LOG_RANGE.get(lc.dtype, 70.0) / (degree + 1))
         )
         k_up = _taylor_up_fast(lc, degree, 0.5, out=m) if fast else 0.5 * _series_closed(lc, degree, pade=False)
     else:  # pade
