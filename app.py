@@ -382,8 +382,7 @@ def build_demo(
 
     def on_model_change(model: str):
         choices = bank_choices(model)
-        return gr.update(choices=choices, value=choices[1] if len(choices) > 1 else UPLOADED,
-                         visible=len(choices) > 1)
+        return gr.update(choices=choices, value=UPLOADED, visible=len(choices) > 1)
 
     # delete_cache: uploads and results older than 1 h are removed every 30 min (long-running servers).
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
@@ -405,9 +404,10 @@ def build_demo(
                                        info="color: colour statistics only (no weights); others: trained "
                                             "SVD-WCT networks from checkpoints/.")
                 first_bank = bank_choices(names[0])
-                bank_in = gr.Dropdown(first_bank, value=first_bank[1] if len(first_bank) > 1 else UPLOADED,
-                                      label="Style source", visible=len(first_bank) > 1, elem_id="style-bank",
-                                      info="A painting from the model's style bank, or your uploaded image.")
+                bank_in = gr.Dropdown(first_bank, value=UPLOADED, label="Style source",
+                                      visible=len(first_bank) > 1, elem_id="style-bank",
+                                      info="Your uploaded style image (without one: the first style of the "
+                                           "bank), or a painting from the model's style bank.")
                 alpha_in = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)",
                                      info="0 = content unchanged, 1 = full style.", elem_id="alpha")
                 keep_in = gr.Checkbox(False, label="Preserve content colours", elem_id="preserve-color")

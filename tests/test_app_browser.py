@@ -142,13 +142,21 @@ def test_model_with_style_bank_needs_no_style_image(page, tmp_path):
     page.locator("#model input").click()
     page.get_by_role("option", name="banked").click()
     page.locator("#style-bank").wait_for(state="visible")
-    page.locator("#style-bank input").click()
-    page.get_by_role("option", name="Banked #2").click()
     Image.new("RGB", (50, 30), (0, 0, 0)).save(tmp_path / "content.png")
     page.locator("#content-image input[type=file]").set_input_files(str(tmp_path / "content.png"))
     page.locator("#content-image img").first.wait_for(state="visible")
-    page.click("#run")
-    page.locator("#result img").first.wait_for(state="visible")
-    got = page.evaluate(READ_RESULT_JS, [[10, 10]])
+
+    def run_and_read():
+        before = page.evaluate("document.querySelector('#result img')?.src || ''")
+        page.click("#run")
+        # never read a stale result: wait for a new image URL
+        page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
+                               " return i && i.src && i.src !== old; }", arg=before)
+        return page.evaluate(READ_RESULT_JS, [[10, 10]])
+
+    got = run_and_read()  # no style image uploaded: the first bank style
     assert (got["w"], got["h"]) == (50, 30)
-    assert got["px"][0] == [150, 150, 150]  # bank entry #2
+    assert got["px"][0] == [100, 100, 100]
+    page.locator("#style-bank input").click()
+    page.get_by_role("option", name="Banked #2").click()
+    assert run_and_read()["px"][0] == [150, 150, 150]
