@@ -477,6 +477,25 @@ class Generator(nn.Module):
         for m in self.decoder.wcts:
             m.alpha.clamp_()
 
+    @classmethod
+    def compose(cls, content_from: Generator, style_from: Generator) -> Generator:
+        """A single-direction translator: ``content_from``'s content encoder + ``style_from``'s style encoder
+        and decoder (copies; e.g. photo generator + Monet generator -> the shipped photo -> Monet model).
+
+        Raises:
+            ValueError: the two generators have different ``width`` (their content features do not fit).
+        """
+        import copy
+
+        if content_from.config.content_dim != style_from.config.content_dim:
+            raise ValueError(f"content widths differ: {content_from.config.content_dim} vs "
+                             f"{style_from.config.content_dim} channels")
+        out = cls(style_from.config)
+        out.content_encoder = copy.deepcopy(content_from.content_encoder)
+        out.style_encoder = copy.deepcopy(style_from.style_encoder)
+        out.decoder = copy.deepcopy(style_from.decoder)
+        return out
+
     # -- loading -----------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", *,

@@ -101,6 +101,15 @@ def test_from_pretrained_reproduces_the_generator(tmp_path):
     g3 = Generator.from_pretrained(tmp_path / "train.json", name="gen_a")
     with torch.no_grad():
         assert torch.equal(g(x, x), g3(x, x))
+    # a composed photo -> Monet translator round-trips like any generator
+    gb = Generator(CFG).eval()
+    tr = Generator.compose(g, gb).eval()
+    with torch.no_grad():
+        ref = gb.decode(g.encode_content(x), gb.encode_style(x), size=x.shape[-2:])
+        assert torch.equal(tr(x, x), ref)
+    save_checkpoint(tmp_path / "tr", {"generator": tr}, tr.config)
+    with torch.no_grad():
+        assert torch.equal(Generator.from_pretrained(tmp_path / "tr")(x, x), ref)
     save_checkpoint(tmp_path / "bad", {"generator": g}, GeneratorConfig(width=8, n_res=2, groups=4))
     with pytest.raises(ValueError, match="do not fit"):
         Generator.from_pretrained(tmp_path / "bad")
