@@ -30,12 +30,10 @@ Design notes:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import logging
 import os
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -277,10 +275,6 @@ def build_demo(
         raise ValueError(f"max_resolution must be in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {max_resolution}")
     names = list(engines)
     banks = {name: _style_bank_names(e) for name, e in engines.items()}
-    # A network engine keeps per-call state (tiling / interpolation hooks), so calls to the *same* network
-    # engine are serialised; other engines run up to ``concurrency_limit`` at a time.
-    locks = {name: threading.Lock() if getattr(e, "kind", None) == "network" else contextlib.nullcontext()
-             for name, e in engines.items()}
     accepted = {name: set(inspect.signature(e.stylize).parameters) for name, e in engines.items()}
 
     def bank_choices(model: str) -> list[str]:
@@ -359,7 +353,7 @@ def build_demo(
         if getattr(engine, "kind", None) == "network" and max(content_img.size) > tile_above:
             kwargs["tile"] = tile_above  # global-statistics tiling keeps memory bounded
         try:
-            with locks[model], warnings.catch_warnings():
+            with warnings.catch_warnings():  # engines are thread-safe (models.inference)
                 warnings.simplefilter("ignore", ImageNotice)
                 out = engine.stylize(content_img, style_img, alpha=alpha, preserve_color=bool(preserve_color),
                                      style_index=style_index, **kwargs)
