@@ -850,6 +850,8 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     is_main = rank == 0
     if device.type == "cpu" and config.get("cpu_threads"):
         torch.set_num_threads(int(config["cpu_threads"]))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     t_cfg = config["train"]
     run_dir = Path(config["out"]).expanduser().resolve() / str(config["name"])
     ckpt_dir = run_dir / "checkpoints"

@@ -128,20 +128,21 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
 
 
 def test_resume_gives_the_same_next_losses(domains, tmp_path):
-    a, b = domains
-    fit(_config(a, b, tmp_path / "full", steps=4), log=lambda *_: None)
-    fit(_config(a, b, tmp_path / "split", steps=2), log=lambda *_: None)
+    a, b = domains  # 4 + 5 training images (2 held out each): epochs of 5 items = 2 batches of 2
+    bs2 = ["train.batch_size=2"]
+    fit(_config(a, b, tmp_path / "full", steps=5, extra=bs2), log=lambda *_: None)
+    fit(_config(a, b, tmp_path / "split", steps=3, extra=bs2), log=lambda *_: None)  # stops inside epoch 1
     with pytest.raises(FileExistsError, match="--resume"):
-        fit(_config(a, b, tmp_path / "split", steps=4), log=lambda *_: None)
-    s = fit(_config(a, b, tmp_path / "split", steps=4), resume=True, log=lambda *_: None)
-    assert s["sittings"][-1]["start_step"] == 2 and s["steps_done"] == 4 and len(s["sittings"]) == 2
+        fit(_config(a, b, tmp_path / "split", steps=5, extra=bs2), log=lambda *_: None)
+    s = fit(_config(a, b, tmp_path / "split", steps=5, extra=bs2), resume=True, log=lambda *_: None)
+    assert s["sittings"][-1]["start_step"] == 3 and s["steps_done"] == 5 and len(s["sittings"]) == 2
     full, split = _metrics(tmp_path / "full" / "run"), _metrics(tmp_path / "split" / "run")
-    assert sorted(split) == [1, 2, 3, 4]
-    for step in (3, 4):
+    assert sorted(split) == [1, 2, 3, 4, 5]
+    for step in (4, 5):  # step 5 is the first batch of epoch 2
         for key in ("gen/total", "dis/total", "gen/adv_a", "grad_norm/gen"):
             assert split[step][key] == pytest.approx(full[step][key], rel=1e-5, abs=1e-6), (step, key)
-    w_full = load_checkpoint(tmp_path / "full/run/checkpoints/step_00000004.safetensors")["nets"]["gen_a"]
-    w_split = load_checkpoint(tmp_path / "split/run/checkpoints/step_00000004.safetensors")["nets"]["gen_a"]
+    w_full = load_checkpoint(tmp_path / "full/run/checkpoints/step_00000005.safetensors")["nets"]["gen_a"]
+    w_split = load_checkpoint(tmp_path / "split/run/checkpoints/step_00000005.safetensors")["nets"]["gen_a"]
     assert all(torch.allclose(w_full[k], w_split[k], atol=1e-6) for k in w_full)
 
 
