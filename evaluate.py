@@ -232,6 +232,7 @@ def preprocess(images: torch.Tensor, image_size: int) -> torch.Tensor:
 class _ClassifierData(torch.utils.data.Dataset):
     def __init__(self, items: list[tuple[Path, int]], image_size: int, train: bool, seed: int = 0) -> None:
         self.items, self.size, self.train, self.seed = items, image_size, train, seed
+        self.bad: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -241,8 +242,18 @@ class _ClassifierData(torch.utils.data.Dataset):
 
         from wct.io import load_image, pil_to_tensor
 
-        path, label = self.items[i]
-        img = pil_to_tensor(load_image(path, max_side=2 * self.size))[0]
+        for k in range(len(self.items)):  # an unreadable file is reported once and replaced by the next one
+            path, label = self.items[(i + k) % len(self.items)]
+            if path in self.bad:
+                continue
+            try:
+                img = pil_to_tensor(load_image(path, max_side=2 * self.size))[0]
+                break
+            except ValueError as e:
+                self.bad.add(path)
+                _log(f"warning: skipping unreadable image {path}: {e}")
+        else:
+            raise EvaluationError("none of the classifier's images can be read")
         if self.train:
             img = v2.RandomResizedCrop(self.size, scale=(0.35, 1.0), antialias=True)(img)
             if torch.rand(()) < 0.5:
@@ -648,25 +659,61 @@ def stylize_and_score(
         return classes.index(d) if d in classes else None
 
     # the evaluation set: the same (content, exemplar) pairs for every row
+    # (unreadable or too small files are skipped for every row alike and listed in results.json)
+    from functools import lru_cache
+
+    img = lru_cache(maxsize=256)(lambda p: _load_eval_image(p, size))
+    min_side = 32 if lp_model is not None else 16
+    skipped: list[str] = []
+
+    def usable(p: Path) -> bool:
+        try:
+            im = img(p)
+        except ValueError as e:
+            skipped.append(f"{p}: {e}")
+            _log(f"warning: skipping {p}: {e}")
+            return False
+        if min(im.size) < min_side:
+            skipped.append(f"{p}: {im.size[0]}x{im.size[1]} px, below {min_side} px")
+            _log(f"warning: skipping {p}: {im.size[0]}x{im.size[1]} px is below {min_side} px")
+            return False
+        return True
+
+    def first_usable(files: list[Path]) -> list[Path]:
+        out_files = []
+        for f in files:
+            if max_images and len(out_files) >= max_images:
+                break
+            if usable(f):
+                out_files.append(f)
+        return out_files
+
     pairs: dict[str, list[tuple[Path, Path]]] = {}
+    real: dict[str, list[Path]] = {}
     for d, (paintings, photos) in avail.items():
         rng = random.Random(f"{seed}:{d}")
-        photos = photos[:max_images] if max_images else photos
-        pairs[d] = [(c, rng.choice(paintings)) for c in photos]
-    cache: dict[Path, Any] = {}
-
-    def img(p: Path):
-        if p not in cache:
-            cache[p] = _load_eval_image(p, size)
-        return cache[p]
+        pool = list(paintings)
+        pairs[d] = []
+        for c in first_usable(photos):
+            while pool:
+                st = rng.choice(pool)
+                if usable(st):
+                    break
+                pool.remove(st)
+            else:
+                raise EvaluationError(f"no readable test painting (testA) for domain '{d}'")
+            pairs[d].append((c, st))
+        real[d] = first_usable(paintings)
+        if not pairs[d]:
+            raise EvaluationError(f"no readable test photo (testB) for domain '{d}'")
 
     rows: list[dict[str, Any]] = []
     # reference rows
     ref_p = {"label": "real paintings", "kind": "reference", "source": "testA", "domains": {}}
     ref_c = {"label": "content photos", "kind": "reference", "source": "testB (no transfer)", "domains": {}}
-    for d, (paintings, _) in avail.items():
+    for d in avail:
         sp = _Scorer(target(d), clf, None)
-        for p in paintings[:max_images] if max_images else paintings:
+        for p in real[d]:
             sp.add(pil_to_tensor(img(p)), None)
         ref_p["domains"][d] = sp.result()
         sc = _Scorer(target(d), clf, None)
@@ -742,6 +789,7 @@ def stylize_and_score(
             else platform.processor() or platform.machine(), "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "n_pairs": {d: len(v) for d, v in pairs.items()},
+            "skipped_files": skipped,
         },
         "definitions": {
             "accuracy": "fraction of stylised test photos that the domain classifier assigns to the target domain",

@@ -323,6 +323,30 @@ def test_without_classifier_and_lpips_tables_say_so(work):
     assert "Not computed: no `--lpips-weights`" in (out / "results.md").read_text()
 
 
+def test_unreadable_and_tiny_images_are_skipped_not_fatal(work, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(work["data"] / "monet2photo", data / "monet2photo")
+    (data / "monet2photo" / "testB" / "zz_empty.png").write_bytes(b"")
+    (data / "monet2photo" / "testA" / "aa_garbage.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (8, 8)).save(data / "monet2photo" / "testB" / "tiny.png")
+    out = tmp_path / "out"
+    assert ev.main(["stylize-and-score", "--data", str(data), "--out", str(out), "--classifier", "none",
+                    "--checkpoint", "color", "--save-samples", "0", "--seed", "1"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    skipped = res["settings"]["skipped_files"]
+    assert sorted(Path(s.split(":")[0]).name for s in skipped) == ["aa_garbage.jpg", "tiny.png", "zz_empty.png"]
+    assert res["settings"]["n_pairs"] == {"monet": 2}
+    assert res["rows"][0]["domains"]["monet"]["n"] == 2  # the two readable paintings
+    # the classifier's data set replaces an unreadable file by the next one, once reported
+    items = [(data / "monet2photo" / "testA" / "aa_garbage.jpg", 0), *[(p, 1) for p in
+             sorted((data / "monet2photo" / "testA").glob("monet_*.png"))]]
+    ds = ev._ClassifierData(items, 75, train=False)
+    x, y = ds[0]
+    assert x.shape == (3, 75, 75) and y == 1 and ds.bad == {items[0][0]}
+
+
 # ------------------------------------------------------------------------------------------------- losses
 
 
