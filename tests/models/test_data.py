@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -29,6 +31,18 @@ def _img(path, size=(48, 40), mode="RGB", seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def _png16_rgb(path, arr):
+    """Write a 16-bit-per-channel RGB PNG (Pillow cannot write one)."""
+    h, w, _ = arr.shape
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 @pytest.fixture
@@ -82,8 +96,13 @@ def test_modes_and_broken_files_warn_exactly_once(tmp_path):
     _img(a / "l.png", mode="L")
     _img(a / "p.png", mode="P")
     _img(a / "rgba.png", mode="RGBA")
-    rgb16 = np.random.default_rng(0).integers(0, 65535, (40, 48), dtype=np.uint16)
-    Image.fromarray(rgb16).save(a / "i16.png")  # I;16 greyscale
+    grey16 = np.random.default_rng(0).integers(0, 65535, (40, 48), dtype=np.uint16)
+    Image.fromarray(grey16).save(a / "i16.png")  # I;16 greyscale
+    _png16_rgb(a / "rgb16.png", np.random.default_rng(1).integers(0, 65535, (40, 48, 3), dtype=np.uint16))
+    Image.open(a / "rgb.png").convert("CMYK").save(a / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    Image.open(a / "rgb.png").save(a / "exif.jpg", exif=exif)
     good = _img(tmp_path / "x.jpg")
     data = good.read_bytes()
     (a / "truncated.jpg").write_bytes(data[: len(data) // 2])
@@ -92,7 +111,11 @@ def test_modes_and_broken_files_warn_exactly_once(tmp_path):
     b = tmp_path / "B"
     _img(b / "p0.png")
     ds = UnpairedImageFolders(a, b, load_size=32, crop_size=32, seed=0)
-    assert len(ds.files_a) == 8  # the two broken files are listed (by extension), the .txt is not
+    assert len(ds.files_a) == 11  # the two broken files are listed (by extension), the .txt is not
+    img, path, _ = ds._a.load([p.name for p in ds.files_a].index("exif.jpg"))
+    assert img.size == (40, 48) and img.mode == "RGB"  # EXIF orientation applied (48x40 stored)
+    img, _, _ = ds._a.load([p.name for p in ds.files_a].index("cmyk.jpg"))
+    assert img.mode == "RGB"
     rep = BadFileReporter()
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
