@@ -72,13 +72,15 @@ def child(args: argparse.Namespace) -> None:
         out = eng.stylize(content, style, tile=args.tile or None, tile_overlap=64)
         times.append(time.perf_counter() - t)
     assert out.size == (w, h)
+    if args.save:
+        out.save(args.save)
     print(json.dumps({"seconds": statistics.median(times), "all_seconds": times, "rss_base_mb": base,
                       "rss_peak_mb": _rss_mb()}))
 
 
-def run_case(model: str, size: str, tile: int, reps: int, threads: int) -> dict:
+def run_case(model: str, size: str, tile: int, reps: int, threads: int, save: str = "") -> dict:
     cmd = [sys.executable, __file__, "--child", "--model", model, "--size", size, "--tile", str(tile),
-           "--reps", str(reps), "--threads", str(threads)]
+           "--reps", str(reps), "--threads", str(threads), "--save", save]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
@@ -121,6 +123,7 @@ def main() -> None:
     p.add_argument("--size", default="256", choices=list(SIZES))
     p.add_argument("--tile", type=int, default=0)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--save", default="", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--width", type=int, default=16, help="width of the random generator (no checkpoint)")
     p.add_argument("--tile-4k", type=int, default=1024, help="tile size for 4K with the network")
@@ -166,11 +169,21 @@ def main() -> None:
                 variants = [args.tile_4k] + ([0] if args.untiled_4k else [])
             for tile in variants:
                 reps = 3 if size in ("256", "512") else 1
-                r = run_case(model, size, tile, reps, args.threads)
+                save = str(tmp / f"{engine}_{size}_{tile}.png") if size == "4K" else ""
+                r = run_case(model, size, tile, reps, args.threads, save)
                 row = {"engine": engine, "size": size, "pixels": SIZES[size][0] * SIZES[size][1],
                        "tile": tile or None, **r}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.untiled_4k and "4K" in args.sizes:
+        import numpy as np
+        from PIL import Image
+
+        a = np.asarray(Image.open(tmp / f"network_4K_{args.tile_4k}.png"), np.float64)
+        b = np.asarray(Image.open(tmp / "network_4K_0.png"), np.float64)
+        mse = float(((a - b) ** 2).mean())
+        env["psnr_4k_tiled_vs_untiled_db"] = 10 * np.log10(255.0**2 / max(mse, 1e-12))
+        print(f"4K network, tiled vs untiled: PSNR {env['psnr_4k_tiled_vs_untiled_db']:.1f} dB", flush=True)
     tp = {}
     for engine, model in (("color", "color"), ("network", net_model)):
         for th in args.tp_threads:
@@ -193,6 +206,9 @@ def main() -> None:
         else:
             md.append(f"| {r['engine']} | {r['size']} | {r['tile'] or '-'} | {r['seconds']:.2f} | "
                       f"{r['rss_peak_mb']:.0f} | {r['rss_base_mb']:.0f} |")
+    if "psnr_4k_tiled_vs_untiled_db" in env:
+        md += ["", f"4K network output, tiled ({args.tile_4k} px tiles, 64 px overlap, thumbnail statistics) vs "
+               f"untiled: PSNR {env['psnr_4k_tiled_vs_untiled_db']:.1f} dB."]
     md += ["", f"CLI throughput, {args.n_images} images of {args.tp_size}^2 (load + stylise + save), median "
            f"of {args.rounds} interleaved rounds:", "",
            "| engine, torch threads | one by one (img/s) | batch (img/s) | batch size | ratio (target >= 1.5) |",

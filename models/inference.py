@@ -160,6 +160,20 @@ def _check_alpha(alpha: float | None) -> float | None:
     return a
 
 
+def _reg_root(cov: torch.Tensor, power: float, eps: float, eps_mode: str = "trace") -> torch.Tensor:
+    """``(Sigma + eps_eff I)^power`` of float64 ``(..., d, d)`` with the eps convention of
+    :mod:`wct.functional` (``eps_eff = eps * tr(Sigma)/d`` for ``"trace"``), through ``wct.linalg``."""
+    d = cov.shape[-1]
+    cov = 0.5 * (cov + cov.mT)
+    if eps_mode == "trace":
+        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0.0) + getattr(WF, "TRACE_FLOOR", 1e-12)
+    else:
+        scale = torch.ones(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
+    scale = scale[..., None, None]
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    return linalg.sym_power(cov / scale + eps * eye, power, eps=max(eps, 1e-12)) * scale.pow(power)
+
+
 @dataclass
 class PreparedStyle:
     """Style statistics computed once and reused for many content images (see :meth:`Engine.prepare_style`).
@@ -331,7 +345,8 @@ class Engine:
                                  f"{self.min_side} px for engine '{self.name}'")
         alpha = _check_alpha(alpha)
         prepared = self.prepare_style(style)
-        x = torch.cat([pil_to_tensor(im.convert("RGB")) for im in contents]).to(self.device)
+        ts = [pil_to_tensor(im) for im in contents]
+        x = (ts[0] if len(ts) == 1 else torch.cat(ts)).to(self.device)
         y = self._run(x, prepared, alpha=alpha, tile=tile, tile_overlap=tile_overlap, progress=progress)
         if preserve_color:
             y = _luminance_only(y, x)
@@ -372,13 +387,26 @@ class ColorEngine(Engine):
         return WF.group_stats(pil_to_tensor(img).to(self.device), groups=1)
 
     def _run(self, x, style, *, alpha, tile, tile_overlap, progress):
+        # color_transfer(x, s) = clamp(alpha * [C_s^(1/2) C_c^(-1/2) (x - mu_c) + mu_s] + (1 - alpha) * x):
+        # an affine map per image; its 3 x 3 matrix is built in float64 from the statistics and applied in
+        # float32 in one pass (4x less memory traffic than float64 on a 4K image).
         a = 1.0 if alpha is None else alpha
-        out = torch.zeros_like(x)
+        b, c, h, w = x.shape
+        cs = WF.group_stats(x, groups=1)
+        cov_c = cs.cov.to(torch.float64)[:, 0]  # (B, 3, 3)
+        w_c = _reg_root(cov_c, -0.5, self.eps)
+        xf = x.reshape(b, c, h * w)
+        out = torch.zeros_like(xf)
+        eye = torch.eye(3, dtype=torch.float64, device=x.device)
         for k, (stats, wk) in enumerate(zip(style.items, style.weights, strict=True)):
-            out += wk * WF.wct(x, stats, groups=1, alpha=a, eps=self.eps).clamp(0.0, 1.0)
+            c_s = _reg_root(stats.cov.to(torch.float64)[:, 0], 0.5, self.eps)  # (1, 3, 3)
+            m = a * (c_s @ w_c) + (1 - a) * eye  # (B, 3, 3)
+            t = a * (stats.mean.to(torch.float64) - (c_s @ w_c @ cs.mean.to(torch.float64).unsqueeze(-1))[..., 0])
+            y = torch.baddbmm(t.to(x.dtype).unsqueeze(-1), m.to(x.dtype), xf)
+            out += wk * y.clamp_(0.0, 1.0)
             if progress is not None:
                 progress((k + 1) / len(style.items), "colour transfer")
-        return out
+        return out.reshape(b, c, h, w)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -538,14 +566,7 @@ class _Hooks:
         mean, cov = self.frozen[id(m)]  # (B, G, d), (B, G, d, d) float64
         b, c, h, w = content.shape
         g, d = gw.groups, c // gw.groups
-        cov = 0.5 * (cov + cov.mT)
-        if gw.eps_mode == "trace":
-            scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0.0) + getattr(WF, "TRACE_FLOOR", 1e-12)
-        else:
-            scale = torch.ones(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
-        scale = scale[..., None, None]
-        eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-        w_isqrt = linalg.sym_power(cov / scale + gw.eps * eye, -0.5, eps=max(gw.eps, 1e-12)) / scale.sqrt()
+        w_isqrt = _reg_root(cov, -0.5, gw.eps, gw.eps_mode)
         xg = content.to(torch.float64).reshape(b, g, d, h * w) - mean.unsqueeze(-1)
         x_white = (w_isqrt @ xg).reshape(b, c, h, w).to(content.dtype)
         out = WF.color(x_white, m.proj(style_feat), groups=g, eps=gw.eps, backward=gw.backward,

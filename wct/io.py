@@ -281,8 +281,8 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB ``PIL.Image`` -> float32 tensor ``(1, 3, H, W)`` in ``[0, 1]`` (other modes converted first)."""
     if img.mode != "RGB":
         img = _to_rgb(img)
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
 
 
 def tensor_to_pil(t: torch.Tensor) -> Image.Image:
@@ -295,8 +295,8 @@ def tensor_to_pil(t: torch.Tensor) -> Image.Image:
         t = t[0]
     if t.dim() != 3 or t.shape[0] != 3:
         raise ValueError(f"expected an image tensor (3, H, W) or (1, 3, H, W), got {tuple(t.shape)}")
-    arr = t.detach().float().clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+    u8 = t.detach().to(torch.float32).clamp(0, 1).mul_(255.0).round_().to(torch.uint8)
+    return Image.fromarray(u8.permute(1, 2, 0).contiguous().cpu().numpy(), mode="RGB")
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
