@@ -178,3 +178,13 @@ def test_script_entry_point(data, tmp_path):
                         "--threads", "1"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "z" / "c0_stylized_s1.png").is_file() and "1 image(s) written" in r.stderr
+
+
+def test_animated_and_large_inputs_give_notes(data, tmp_path, capsys):
+    frames = [_img((64, 48), 30 + i) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    rc = stylize.main(["--content", str(tmp_path / "anim.gif"), "--style", str(data / "s1.png"), "--model",
+                       "color", "--max-size", "32", "--output", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "first frame" in err and "downscaled from 64x48 to 32x24" in err
+    assert Image.open(tmp_path / "o" / "anim_stylized_s1.png").size == (32, 24)  # gif -> png by default
