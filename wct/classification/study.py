@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -159,15 +160,19 @@ def write_markdown(path: Path, report: dict) -> None:
             at = r.get("failed_at") or {}
             lines.append(f"| {r['method']} | {r['group_size']} | {r['run']} | {r['status']} | "
                          f"{at.get('epoch', '—')}, {at.get('step', '—')} | {str(r.get('reason'))[:160]} |")
-    lines += ["", "## Largest gradient norm seen (median over runs)", "",
-              "| Method | " + " | ".join(f"d={d}" for d in ds) + " |", "|" + "---|" * (1 + len(ds))]
-    for m in methods:
-        row = [m]
-        for d in ds:
-            g = sorted(r["max_grad_norm"] for r in report["runs"]
-                       if r["method"] == m and r["group_size"] == d and r.get("max_grad_norm") is not None)
-            row.append(f"{g[len(g) // 2]:.3g}" if g else "—")
-        lines.append("| " + " | ".join(row) + " |")
+    for key, what in (("max_grad_norm", "total gradient norm"),
+                      ("max_stem_grad_norm", "gradient norm of the stem convolution (behind the ZCA layer)")):
+        if not any(r.get(key) is not None for r in report["runs"]):
+            continue
+        lines += ["", f"## Largest {what} during training (median over runs)", "",
+                  "| Method | " + " | ".join(f"d={d}" for d in ds) + " |", "|" + "---|" * (1 + len(ds))]
+        for m in methods:
+            row = [m]
+            for d in ds:
+                g = sorted(r[key] for r in report["runs"]
+                           if r["method"] == m and r["group_size"] == d and r.get(key) is not None)
+                row.append(f"{g[len(g) // 2]:.3g}" if g else "—")
+            lines.append("| " + " | ".join(row) + " |")
     diag = report.get("eigengap_diagnostics") or []
     if diag:
         lines += ["", "## Spectrum of the ZCA layer's input at initialisation (first training batch)", "",
@@ -276,7 +281,7 @@ def run_study(base: TrainConfig, *, methods: Sequence[str], group_sizes: Sequenc
         "group_sizes": [int(d) for d in group_sizes],
         "runs_per_cell": runs,
         "base_config": base.to_dict(),
-        "environment": f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        "environment": f"torch {torch.__version__}, {base.threads or torch.get_num_threads()} thread(s), "
                        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "preamble": list(preamble),
         "postscript": list(postscript),
@@ -351,6 +356,8 @@ def rebuild_report(out: str | os.PathLike, *, base: TrainConfig | None = None, t
         report["title"] = title
     if preamble is not None:
         report["preamble"] = list(preamble)
+    if base is not None and base.threads:  # the runs used the config's thread count
+        report["environment"] = re.sub(r"\d+ thread\(s\)", f"{base.threads} thread(s)", report["environment"])
     if diagnostics and base is not None:
         report["eigengap_diagnostics"] = eigengap_diagnostics(base, report["group_sizes"])
     report.setdefault("wall_seconds", sum(r.get("seconds", 0.0) for r in report["runs"]))

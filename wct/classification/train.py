@@ -224,7 +224,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
         ``dict`` with ``status`` ("ok" or "failed"), ``reason`` (why it failed, else None), ``failed_at``
         (``{"epoch", "step"}`` or None), ``final_error`` and ``best_error`` (test error in % at the end /
         minimum over epochs; None when no epoch was evaluated), ``max_grad_norm`` (largest total gradient
-        L2 norm seen), ``steps``, ``epochs_done``, ``history`` (per epoch: train_loss, test_error, lr) and
+        L2 norm seen), ``max_stem_grad_norm`` (largest gradient norm of the stem convolution, which
+        receives its gradient through the ZCA layer's backward; None without ``conv1``), ``steps``, ``epochs_done``, ``history`` (per epoch: train_loss, test_error, lr) and
         ``seconds``. Also written to ``out_dir/result.json`` when ``out_dir`` is set.
 
     Raises:
@@ -262,6 +263,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
 
     status, reason, failed_at = "ok", None, None
     params = [p for p in model.parameters() if p.requires_grad]
+    stem = getattr(getattr(model, "conv1", None), "weight", None)
+    max_stem_gn = 0.0
     first_step = step
     epoch = start_epoch
     try:
@@ -294,6 +297,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
                 if not math.isfinite(gn):
                     raise _Failure(f"non-finite gradient (total norm {gn})")
                 max_gn = max(max_gn, gn)
+                if stem is not None and stem.grad is not None:  # the gradient through the ZCA layer's backward
+                    max_stem_gn = max(max_stem_gn, float(stem.grad.norm()))
                 opt.step()
                 step += 1
                 loss_sum += float(loss.detach()) * len(y)
@@ -325,7 +330,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
                       + (f", test error {test_error:.2f}%" if test_error is not None else ""))
             if out is not None:
                 _save_checkpoint(out, model, opt, {"epoch": epoch + 1, "step": step, "history": history,
-                                                   "max_grad_norm": max_gn, "config": cfg.to_dict()})
+                                                   "max_grad_norm": max_gn,
+        "max_stem_grad_norm": max_stem_gn if stem is not None else None, "config": cfg.to_dict()})
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
     except _Failure as f:
@@ -343,6 +349,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict:
         "final_error": history[-1]["test_error"] if history and status == "ok" else None,
         "best_error": min(errors) if errors else None,
         "max_grad_norm": max_gn,
+        "max_stem_grad_norm": max_stem_gn if stem is not None else None,
         "steps": step,
         "epochs_done": len(history),
         "history": history,
