@@ -1061,14 +1061,16 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
                 last = {k: round(v, 5) for k, v in out.items()}
                 last["sec_per_step"] = round(sec, 4)
                 last["data_sec_per_step"] = round(data_time / max(n_log, 1), 4)
+                last.update({f"alpha/{k}": round(v, 5) for k, v in _alpha_values(trainer).items()})
                 if is_main:
                     for k, v in out.items():
                         writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
                     writer.add_scalar("train/nonfinite_total", trainer.nonfinite_total, step)
                     writer.add_scalar("perf/sec_per_step", sec, step)
                     writer.add_scalar("perf/data_sec_per_step", last["data_sec_per_step"], step)
-                    for name, val in _alpha_values(trainer).items():
-                        writer.add_scalar(f"alpha/{name}", val, step)
+                    for k in last:
+                        if k.startswith("alpha/"):
+                            writer.add_scalar(k, last[k], step)
                     with open(metrics_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps({"step": step, **last}) + "\n")
                     bar.set_postfix(g=f"{out['gen/total']:.3f}", d=f"{out['dis/total']:.3f}",
