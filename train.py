@@ -1,4 +1,4 @@
-"""Train the SVD-WCT image translation network (thin CLI over :mod:`models.trainer`).
+"""Train the SVD-WCT image translation network (a thin CLI over models.trainer).
 
 Artworks (CycleGAN layout ``<pair>/{trainA,trainB,testA,testB}``, A = paintings, B = photos)::
 

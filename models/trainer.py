@@ -938,6 +938,7 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     if is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         samples_dir.mkdir(parents=True, exist_ok=True)
+        _clean_checkpoint_dir(ckpt_dir, log)
         _atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         if metrics_path.exists():  # drop records after the step we continue from (a killed sitting)
             keep = [ln for ln in metrics_path.read_text(encoding="utf-8").splitlines()
@@ -1125,6 +1126,18 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
         log(f"[{config['name']}] {status} at step {trainer.step}: {trainer.nonfinite_total} non-finite steps, "
             f"{summary['wall_time_s']:.0f} s in all; checkpoints in {ckpt_dir}")
     return summary
+
+
+def _clean_checkpoint_dir(folder: Path, log) -> None:
+    """Remove what a kill during a save can leave: temporary files and half pairs (one file of X.safetensors
+    + X.json). Complete checkpoints are never touched."""
+    complete = {p.name for _, p in find_checkpoints(folder)}
+    for p in folder.iterdir():
+        stem_st = p.with_suffix(".safetensors").name
+        orphan = CKPT_RE.match(stem_st) and stem_st not in complete and p.suffix in (".safetensors", ".json")
+        if p.is_file() and (p.name.endswith(".tmp") or orphan):
+            log(f"removing incomplete checkpoint file {p} (left by an interrupted save)")
+            p.unlink()
 
 
 def threading_main() -> bool:

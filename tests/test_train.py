@@ -295,12 +295,16 @@ def test_sigkill_then_resume_loses_at_most_one_interval(domains, tmp_path):
         load_checkpoint(path)
     last = ckpts[-1][0]
     assert killed_at - last <= 3  # at most one save interval lost
+    # what a kill between the two renames / during the write would leave: never used, cleaned up
+    (ckdir / "step_99999999.safetensors").write_bytes(b"half a pair")
+    (ckdir / "step_99999999.json.123.tmp").write_bytes(b"{")
     q = _run_cli([*args, "--max-steps", str(last + 1), "train.save_every=3", "--resume"])
     out, _ = q.communicate(timeout=240)
     assert q.returncode == 0, out
     s = json.loads((tmp_path / "k" / "summary.json").read_text())
     assert s["sittings"][-1]["start_step"] == last and s["steps_done"] == last + 1 and s["success"]
     assert sorted(_metrics(tmp_path / "k")) == list(range(1, last + 2))  # no duplicated records
+    assert not list(ckdir.glob("step_99999999*"))
 
 
 @pytest.mark.slow
