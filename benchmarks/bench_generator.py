@@ -321,10 +321,8 @@ def train_probe(steps: int = 200, size: int = 64, every: int = 50) -> dict:
     photos, paintings, test = load_dir("trainB", 64), load_dir("trainA", 64), load_dir("testB", 6)
     variants = {
         "gdwct-default": ({}, {}),
-        "G bilinear+blurpool": ({"upsample": "bilinear", "downsample": "blurpool"}, {}),
-        "D blurpool": ({}, {"downsample": "blurpool"}),
-        "G bilinear+blurpool, D blurpool": ({"upsample": "bilinear", "downsample": "blurpool"},
-                                            {"downsample": "blurpool"}),
+        "recommended (G bilinear; D blurpool + blur)": ({"upsample": "bilinear"},
+                                                        {"downsample": "blurpool", "scale_pool": "blur"}),
     }
     out = {"steps": steps, "size": size, "every": every, "variants": {}}
     for name, (gkw, dkw) in variants.items():
@@ -359,15 +357,16 @@ def train_probe(steps: int = 200, size: int = 64, every: int = 50) -> dict:
 
 
 def write_study(res: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / "generator.json"
     data = json.loads(js.read_text()) if js.exists() else {}
     data["checkerboard_study"] = res
     js.write_text(json.dumps(data, indent=1))
     ps = res["periods"]
-    head = "| | " + " | ".join(f"R{p}" for p in ps) + " |\n|---|" + "---:|" * len(ps) + "\n"
+    head = "| | " + " | ".join(f"R{p}" for p in ps) + " |\n|---|" + "---:|" * len(ps)
 
     def row(name, d):
-        return f"| {name} | " + " | ".join(f"{d[p] if p in d else d[str(p)]:.2f}" for p in ps) + " |\n"
+        return f"| {name} | " + " | ".join(f"{d[p] if p in d else d[str(p)]:.2f}" for p in ps) + " |"
 
     md = ["", "## Checkerboard study (`--study`)", "",
           f"Grid peak ratio R_p (power at the period-p grid frequencies / power of the neighbouring bins, "
