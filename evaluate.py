@@ -754,7 +754,8 @@ def stylize_and_score(
                 scorer.add(pil_to_tensor(res), pil_to_tensor(cimg))
                 if i < save_samples:
                     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", s.label)
-                    save_image(_triptych(cimg, simg, res), out / "samples" / safe / d / f"{i:03d}_{c.stem}.png")
+                    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", c.stem)
+                    save_image(_triptych(cimg, simg, res), out / "samples" / safe / d / f"{i:03d}_{stem}.png")
             cell = scorer.result()
             cell["seconds_per_image"] = _mean(times)
             row["domains"][d] = cell
@@ -868,8 +869,9 @@ def results_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {r['label']} | " + " | ".join(
                 _fmt((r["domains"].get(d) or {}).get("lpips"), 1, 4) for d in doms)
                 + f" | {_fmt(r['mean']['lpips'], 1, 4)} |")
-    lines += ["", "Rows: " + "; ".join(f"**{r['label']}**: {r['source'] if isinstance(r['source'], str) else ', '.join(r['source'])}"
-                                       for r in rows) + ".", ""]
+    sources = [r["source"] if isinstance(r["source"], str) else ", ".join(r["source"]) for r in rows]
+    lines += ["", "Rows: " + "; ".join(f"**{r['label']}**: {src}" for r, src in zip(rows, sources, strict=True))
+              + ".", ""]
     return "\n".join(lines)
 
 

@@ -253,7 +253,8 @@ class LPIPSDistance(nn.Module):
         _check_images(a, "a", channels=(3,), min_size=LPIPS_MIN_SIZE[self.net])
         _check_images(b, "b", channels=(3,), min_size=LPIPS_MIN_SIZE[self.net])
         if a.shape != b.shape:
-            raise ValueError(f"a and b must have the same shape (B, 3, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
+            raise ValueError(
+                f"a and b must have the same shape (B, 3, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
         param = next(self.model.parameters())
         a = a.to(device=param.device, dtype=param.dtype)
         b = b.to(device=param.device, dtype=param.dtype)
