@@ -12,8 +12,9 @@ Common flags: ``--out DIR --max-steps N --image-size PX --width W --batch-size B
 --seed S --resume`` (``--resume-from CHECKPOINT``), plus any config key as ``key=value`` (e.g. ``optim.lr=2e-4``). Outputs go to
 ``DIR/NAME/``. Several GPUs / nodes: ``torchrun --nproc_per_node 4 train.py --config ...``.
 
-Exit codes: 0 completed, 1 interrupted (Ctrl-C / SIGTERM; a checkpoint was saved), 2 bad arguments or config,
-3 diverged (``train.max_nonfinite`` non-finite steps in a row; rolled back to the last checkpoint).
+Exit codes: 0 completed, 1 interrupted (Ctrl-C / SIGTERM: the step finishes and a checkpoint is saved),
+2 bad arguments or config, 3 diverged (``train.max_nonfinite`` non-finite steps in a row; rolled back to the
+last checkpoint), 130 a second Ctrl-C (stops at once, nothing saved).
 
 Export the photo -> painting generator with a style bank (for the app and ``stylize.py``)::
 
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     finally:
         import torch.distributed as dist
 

@@ -967,12 +967,19 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     last: dict = {}
     stop_signal: list[int] = []
 
-    def _on_term(signum, frame):
-        stop_signal.append(signum)
+    def _on_signal(signum, frame):
+        if stop_signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop at once, without saving
+        stop_signal.append(signum)  # first Ctrl-C / SIGTERM: finish the step, save, stop
 
-    old_handler = None
+    old_handlers = {}
     if threading_main():
-        old_handler = signal.signal(signal.SIGTERM, _on_term)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, _on_signal)
+
+    def should_stop() -> bool:
+        # Every rank must stop after the same step (a collective per step; cheap next to a training step).
+        return trainer._all_reduce_flag(bool(stop_signal))
 
     def rng_states() -> list[dict]:
         mine = _rng_state(stream.state())
@@ -1026,8 +1033,14 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     saved_at = trainer.step if start_ckpt is not None else -1
     try:
         while trainer.step < max_steps:
-            if stop_signal:
-                raise KeyboardInterrupt
+            if should_stop():
+                status = "interrupted"
+                name = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}.get(
+                    stop_signal[0] if stop_signal else None, "another process's signal")
+                message = f"stopped by {name} at step {trainer.step}; checkpoint saved, continue with --resume"
+                if is_main:
+                    log(message)
+                break
             t0 = time.perf_counter()
             batch = next(stream)
             data_time += time.perf_counter() - t0
@@ -1100,13 +1113,16 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
             if step % int(t_cfg["save_every"]) == 0 and step != saved_at:
                 save()
                 saved_at = step
-        status = "completed"
+        else:
+            status = "completed"
     except KeyboardInterrupt:
-        status = "interrupted"
-        message = ("stopped by " + ("SIGTERM" if stop_signal else "Ctrl-C") +
-                   f" at step {trainer.step}; checkpoint saved, continue with --resume")
+        status = "killed"
+        message = (f"stopped at once by a second Ctrl-C during step {trainer.step + 1}; nothing saved after "
+                   f"step {max(saved_at, 0)}, continue with --resume")
         if is_main:
             log(message)
+        write_summary(final=True)
+        raise
     except TrainingDiverged:
         if is_main:
             write_summary(final=True)
@@ -1114,8 +1130,8 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
         raise
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if status in ("completed", "interrupted") and trainer.step != saved_at:
             save()
         if writer is not None:

@@ -177,6 +177,21 @@ def test_forced_nan_skips_rolls_back_and_stops(domains, tmp_path):
     assert m[4]["nonfinite"] == 1.0 and m[3]["nonfinite"] == 0.0
 
 
+def test_sigterm_finishes_the_step_saves_and_stops(domains, tmp_path):
+    a, b = domains
+
+    def term_at_3(trainer, info):
+        if trainer.step == 2 and info["update"] == "dis":  # during iteration 3
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    s = fit(_config(a, b, tmp_path, steps=50, extra=["train.save_every=100"]), fault_hook=term_at_3,
+            log=lambda *_: None)
+    assert s["status"] == "interrupted" and "SIGTERM" in s["message"] and s["steps_done"] == 3
+    assert [st for st, _ in find_checkpoints(tmp_path / "run" / "checkpoints")] == [3]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # restored
+
+
 def test_corrupt_and_odd_files_train_and_warn_exactly(tmp_path):
     a = _write_images(tmp_path / "A", 3, 3)
     Image.open(a / "img00.png").convert("LA").save(a / "la.png")  # textured grey + alpha
