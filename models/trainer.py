@@ -498,7 +498,9 @@ class Trainer:
             scaler.step(opt)  # GradScaler skips the step itself and lowers the scale
             scaler.update()
             opt.zero_grad(set_to_none=True)
-            return {"status": "overflow", "grad_norm": norm_v}
+            # fp16 overflow is normal while the scale calibrates; with a scale below 1 the gradients are
+            # not finite even unscaled: a genuine numerical failure.
+            return {"status": "overflow" if scaler.get_scale() >= 1.0 else "nonfinite", "grad_norm": norm_v}
         if bad:
             opt.zero_grad(set_to_none=True)
             if scaler.is_enabled():
