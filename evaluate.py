@@ -240,14 +240,16 @@ class _ClassifierData(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from torchvision.transforms import v2
 
-        from wct.io import load_image, pil_to_tensor
+        from wct.io import ImageNotice, load_image, pil_to_tensor
 
         for k in range(len(self.items)):  # an unreadable file is reported once and replaced by the next one
             path, label = self.items[(i + k) % len(self.items)]
             if path in self.bad:
                 continue
             try:
-                img = pil_to_tensor(load_image(path, max_side=2 * self.size))[0]
+                with warnings.catch_warnings():  # the downscale notice is expected here
+                    warnings.simplefilter("ignore", ImageNotice)
+                    img = pil_to_tensor(load_image(path, max_side=2 * self.size))[0]
                 break
             except ValueError as e:
                 self.bad.add(path)
@@ -505,9 +507,11 @@ def infer_domain(source: str, domains: Sequence[str]) -> str | None:
 
 
 def _load_eval_image(path: Path, size: int | None):
-    from wct.io import load_image, resize_shorter_side
+    from wct.io import ImageNotice, load_image, resize_shorter_side
 
-    img = load_image(path, max_side=None if size else 1024)
+    with warnings.catch_warnings():  # downscaling to the evaluation size is intended
+        warnings.simplefilter("ignore", ImageNotice)
+        img = load_image(path, max_side=None if size else 1024)
     return resize_shorter_side(img, size) if size else img
 
 
