@@ -661,6 +661,8 @@ class Trainer:
 
         state = self.state_dict()
         state["format"] = "svd-wct-train/1"
+        state["step"] = self.step  # quick-look copy in the JSON header
+        state["domains"] = ["A (paintings)", "B (photos)"]
         if extra:
             state.update(extra)
         save_checkpoint(path, self.nets(), self.config, extra=state)
@@ -1269,6 +1271,7 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
         "style_bank_names": names,
         "style_bank_sources": [Path(p).name for p in sources],
         "direction": direction,
+        "step": step,
         "trained_steps": step,
         "source_run": str(config["name"]),
         "source_checkpoint": Path(checkpoint).name,
