@@ -1034,6 +1034,7 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
             f"{len(dataset.files_a)} A / {len(dataset.files_b)} B images; run folder {run_dir}"
             + (f"; resumed from {start_ckpt}" if start_ckpt else ""))
     t_log, n_log, data_time = time.perf_counter(), 0, 0.0
+    t_print, step_print = time.perf_counter(), trainer.step
     saved_at = trainer.step if start_ckpt is not None else -1
     try:
         while trainer.step < max_steps:
@@ -1095,10 +1096,12 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
                                     nf=trainer.nonfinite_total)
                 t_log, n_log, data_time = now, 0, 0.0
             if is_main and (step % int(t_cfg["print_every"]) == 0 or step == max_steps):
+                now = time.perf_counter()
+                sec = (now - t_print) / max(step - step_print, 1)  # includes logging, samples, saves
+                t_print, step_print = now, step
                 tqdm.write(f"[{config['name']}] step {step}/{max_steps} gen {out['gen/total']:.4f} "
-                           f"dis {out['dis/total']:.4f} lr {out['lr']:.2e} "
-                           f"{last.get('sec_per_step', float('nan')):.3f} s/step non-finite "
-                           f"{trainer.nonfinite_total}", file=sys.stdout)
+                           f"dis {out['dis/total']:.4f} lr {out['lr']:.2e} {sec:.3f} s/step "
+                           f"non-finite {trainer.nonfinite_total}", file=sys.stdout)
                 sys.stdout.flush()
             if is_main and step % int(t_cfg["image_every"]) == 0:
                 order = ["x_a", "x_ab", "x_aba", "x_a_rec", "x_b", "x_ba", "x_bab", "x_b_rec"]
@@ -1281,7 +1284,11 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, {"generator": gen}, gcfg, extra=meta, dtype=torch.float16 if fp16 else None)
+    paths = save_checkpoint(out, {"generator": gen}, gcfg, extra=meta, dtype=torch.float16 if fp16 else None)
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:  # temporary files are created 0600; a shipped checkpoint is for everyone to read
+        os.chmod(p, 0o666 & ~umask)
     log(f"exported {direction} generator (step {step}, {'fp16' if fp16 else 'fp32'}, style bank of "
         f"{len(names)}) to {out}")
     return out

@@ -101,6 +101,7 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     # export: photo content encoder + painting style encoder/decoder + style bank
     out = export_generator(run, direction="b2a", out=tmp_path / "ship" / "tiny.safetensors", fp16=True,
                            log=lambda *_: None)
+    assert out.stat().st_mode & 0o044 and out.with_suffix(".json").stat().st_mode & 0o044  # readable by all
     shipped = load_checkpoint(out)
     bank, names = shipped["extra"]["style_bank"], shipped["extra"]["style_bank_names"]
     assert bank.shape[0] == len(names) == 3 and bank.shape[1] == 32
