@@ -1016,8 +1016,9 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
         if not is_main:
             return None
         path = ckpt_dir / f"step_{trainer.step:08d}.safetensors"
-        trainer.save(path, extra={"rng": rs, "sittings": sittings,
-                                  "wall_time_s": wall_before + time.perf_counter() - t_start})
+        now = time.perf_counter() - t_start
+        sitting["end_step"], sitting["wall_s"] = trainer.step, round(now, 1)
+        trainer.save(path, extra={"rng": rs, "sittings": sittings, "wall_time_s": wall_before + now})
         for _, old in find_checkpoints(ckpt_dir)[: -int(t_cfg["keep_last"])]:
             for f in (old, old.with_suffix(".json")):
                 with contextlib.suppress(FileNotFoundError):

@@ -139,6 +139,7 @@ def test_resume_gives_the_same_next_losses(domains, tmp_path):
         fit(_config(a, b, tmp_path / "split", steps=5, extra=bs2), log=lambda *_: None)
     s = fit(_config(a, b, tmp_path / "split", steps=5, extra=bs2), resume=True, log=lambda *_: None)
     assert s["sittings"][-1]["start_step"] == 3 and s["steps_done"] == 5 and len(s["sittings"]) == 2
+    assert s["sittings"][0]["end_step"] == 3 and s["wall_time_s"] >= s["sittings"][0]["wall_s"]
     full, split = _metrics(tmp_path / "full" / "run"), _metrics(tmp_path / "split" / "run")
     assert sorted(split) == [1, 2, 3, 4, 5]
     for step in (4, 5):  # step 5 is the first batch of epoch 2
