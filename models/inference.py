@@ -40,29 +40,22 @@ tiles independently would give each tile its own whitening and visible seams, so
    When the image's longer side is at most ``stats_size`` the "thumbnail" is the image itself and the
    statistics are exactly the full-image ones. Statistics of a *downscaled* image are biased (features
    respond to a different scale), hence the option:
-2. **Exact accumulation** (``stats_mode="exact"``): all tiles are run with the current frozen statistics
-   while every layer *accumulates* the sums ``sum x`` and ``sum x x^T`` of its input over the tiles'
-   non-overlapping cores (float64); the result replaces the frozen statistics. Mean and covariance are
-   sums over positions, so accumulation over a partition is exact, but a layer's input depends on the
-   statistics of the layers before it: after pass ``p`` the first ``p`` normalisation layers are exact,
-   so ``L`` passes (``L`` = number of normalisation layers, 18 for the default generator) give the exact
-   full-resolution statistics of every layer. Intermediate pass counts mix exact and thumbnail statistics
-   inconsistently and were measured to be *worse* than the thumbnail alone, so only 0 or ``L`` passes are
-   offered.
+2. **Exact statistics** (``stats_mode="exact"``): the layers are measured one at a time, in execution
+   order. In pass ``p`` every tile is run up to layer ``p`` only (the forward stops there): the layers before
+   it apply their already exact statistics and layer ``p`` *accumulates* the sums ``sum x`` and
+   ``sum x x^T`` of its input over the tiles' non-overlapping cores (float64). Mean and covariance are sums
+   over positions, so the result is exactly the full-resolution statistics (up to tile-border effects on
+   the input). ``L`` passes (``L`` = normalisation layers, 18 for the default generator), each cheaper than
+   a full forward because it stops early (about 6 full tile passes in all for the default generator).
 3. **Output pass**: tiles of ``tile`` px overlapping by ``tile_overlap`` px, blended with linear ramps.
    Remaining differences to an untiled run come from the tile borders (zero context beyond the receptive
    field's reach into the neighbour tile), reduced by a larger overlap.
 
-Measured on a random width-8 generator, 150 x 110 image, 64 px tiles with 16 px overlap (PSNR against the
-untiled output): thumbnail = full image 42.4 dB (96 px tiles, 28 px overlap: 53.4 dB); thumbnail 2.3x
-smaller 26.4 dB; same with ``stats_mode="exact"`` 42.4 dB (the tile-border limit).
-
-The style statistics come from the style image as a whole (one ``encode_style``) and never depend on tiles.
-Peak memory is that of one tile plus the output image. The colour engine is pointwise given its
-statistics (one 3 x 3 covariance), so it always uses the whole image and ignores ``tile``.
-
-Small images: content and style images whose shorter side is below the engine's ``min_side`` (16 px for the
-network) raise :class:`wct.io.ImageLoadError` (a ``ValueError``); they are never upscaled silently.
+Measured (PSNR of the tiled against the untiled output, random generators): width 8, ``n_res`` 1, 150 x 110
+image, 64 px tiles, 16 px overlap: thumbnail = full image 42.4 dB; thumbnail 2.3x smaller 26.4 dB; exact
+42.4 dB. Width 16, ``n_res`` 4, 512 x 512, 256 px tiles, 64 px overlap: thumbnail = image 47.4 dB, thumbnail
+2x smaller 22.4 dB. So tile borders cost little and thumbnail statistics of a much smaller thumbnail are a
+real approximation: use ``stats_mode="exact"`` (CLI ``--tile-stats exact``) for final renders.
 """
 
 from __future__ import annotations
@@ -429,11 +422,16 @@ class _Acc:
         self.n += n
 
 
+class _StopForward(Exception):
+    """Ends a statistics pass once the layer being measured has seen its input."""
+
+
 class _Hooks:
     """Patches the normalisation layers and WCT modules of a generator's content encoder and decoder.
 
     ``mode``: ``"off"`` (original forward), ``"collect"`` (original forward with the layer's own
-    statistics, accumulate), ``"refine"`` (frozen statistics, accumulate new ones), ``"apply"`` (frozen).
+    statistics, accumulate; records the execution order), ``"exact"`` (layers before ``target`` use frozen
+    statistics, layer ``target`` accumulates its input, then the pass stops), ``"apply"`` (frozen).
     ``mix``: ``(K, weights)`` -> after every WCT module, the K blocks of the batch are replaced by their
     weighted sum (style interpolation).
     """
@@ -467,6 +465,8 @@ class _Hooks:
             t.tile_hw = (1, 1)
             t.frozen = {}
             t.acc = {}
+            t.order = {}  # id(module) -> execution index
+            t.target = -1
         return t
 
     mode = property(lambda self: self._state().mode, lambda self, v: setattr(self._state(), "mode", v))
@@ -499,6 +499,24 @@ class _Hooks:
         s2 = xg @ xg.mT if cov else (xg * xg).sum((-1, -2))  # (B, G, d, d) or (B, G)
         self.acc.setdefault(id(m), _Acc()).add(s1, s2, n)
 
+    def _seq_step(self, m: nn.Module, x: torch.Tensor, groups: int, cov: bool) -> bool:
+        """Accumulate ``x``'s statistics when this layer is being measured; stop an exact pass there.
+
+        ``collect``: every layer accumulates (execution order recorded). ``exact``: the layer number
+        ``target`` accumulates and raises :class:`_StopForward` (later layers are not needed in this pass;
+        earlier ones apply their already exact statistics). Returns False (apply frozen statistics)."""
+        st = self._state()
+        if st.mode == "collect":
+            if id(m) not in st.order:
+                st.order[id(m)] = len(st.order)
+            self._accumulate(m, x, groups, cov)
+        elif st.mode == "exact":
+            i = st.order[id(m)]
+            if i == st.target:
+                self._accumulate(m, x, groups, cov)
+                raise _StopForward
+        return False
+
     def finalize(self) -> None:
         """Accumulated sums -> frozen statistics (mean, second moment-derived variance/covariance)."""
         frozen = {}
@@ -512,7 +530,8 @@ class _Hooks:
                 gmean = mean.mean(-1)
                 var = a.s2 / (a.n * d) - gmean**2
                 frozen[key] = (gmean, var.clamp_min(0.0))
-        self.frozen, self.acc = frozen, {}
+        self.frozen.update(frozen)
+        self.acc = {}
 
     # -- patched forwards ------------------------------------------------------------------------------
     def _norm_forward(self, m: nn.Module):
@@ -523,9 +542,7 @@ class _Hooks:
             if self.mode == "off":
                 return orig(m, x)
             g = groups_of(x)
-            if self.mode != "apply":
-                self._accumulate(m, x, g, cov=False)
-            if self.mode == "collect":
+            if self._seq_step(m, x, g, cov=False) or self.mode == "collect":
                 return orig(m, x)
             mean, var = self.frozen[id(m)]
             b, c, h, w = x.shape
@@ -543,9 +560,8 @@ class _Hooks:
         is_svd = type(m).__name__ == "SVDWCT"
 
         def forward(content, style_feat, style_code, alpha=None):
-            if self.mode in ("collect", "refine"):
-                g = m.wct.groups if is_svd else m.groups
-                self._accumulate(m, content, g, cov=True)
+            if self.mode != "off":
+                self._seq_step(m, content, m.wct.groups if is_svd else m.groups, cov=True)
             if self.mode in ("off", "collect"):
                 out, aux = orig(m, content, style_feat, style_code, alpha)
             else:
@@ -733,10 +749,9 @@ class NetworkEngine(Engine):
         th, tw = min(tile, hp), min(tile, wp)
         ys, xs = _starts(hp, th, overlap), _starts(wp, tw, overlap)
         n_tiles = len(ys) * len(xs)
-        n_layers = len(hooks._patched)
         sc = min(1.0, self.stats_size / max(hp, wp))
         # the thumbnail IS the image when it fits: its statistics are exact already
-        passes = n_layers if self.stats_mode == "exact" and sc < 1.0 else 0
+        passes = len(hooks._patched) if self.stats_mode == "exact" and sc < 1.0 else 0
         total = 1 + n_tiles * (passes + 1)
         done = 0
 
@@ -751,8 +766,10 @@ class NetworkEngine(Engine):
         thumb = xp if size == (hp, wp) else F.interpolate(xp, size=size, mode="bilinear", antialias=True,
                                                           align_corners=False)
         hooks.mode, hooks.core = "collect", None
+        hooks._state().order = {}
         self._forward(thumb, s, k, alpha)
         hooks.finalize()
+        passes = min(passes, len(hooks._state().order))
         tick("statistics (thumbnail)")
 
         def tiles():
@@ -763,13 +780,17 @@ class NetworkEngine(Engine):
                     yield (y0, x0, wy, wx, (cy0, cy1, cx0, cx1))
 
         hooks.tile_hw = (th, tw)
-        # 2. accumulation passes over the tile cores
+        # 2. exact statistics, one layer at a time in execution order (each pass stops at its layer)
         for p in range(passes):
-            hooks.mode = "refine"
+            hooks.mode = "exact"
+            hooks._state().target = p
             for y0, x0, _, _, core in tiles():
                 hooks.core = core
-                self._forward(xp[..., y0 : y0 + th, x0 : x0 + tw], s, k, alpha)
-                tick(f"statistics pass {p + 1}/{passes}")
+                try:
+                    self._forward(xp[..., y0 : y0 + th, x0 : x0 + tw], s, k, alpha)
+                except _StopForward:
+                    pass
+                tick(f"exact statistics, layer {p + 1}/{passes}")
             hooks.finalize()
         # 3. output
         hooks.mode, hooks.core = "apply", None
