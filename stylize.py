@@ -191,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"engine: {engine.name} ({engine.description}) on {engine.device}", file=sys.stderr)
 
+    if args.tile and engine.kind == "network" and args.tile_stats == "thumbnail" and not args.quiet:
+        print("note: tiles use statistics of a 1024 px thumbnail for larger images (fast, approximate); "
+              "--tile-stats exact measures the full-resolution statistics", file=sys.stderr)
+    elif args.tile and engine.kind == "color" and not args.quiet:
+        print("note: the colour engine is pointwise; --tile is ignored", file=sys.stderr)
     contents = [_Content(f, rel) for f, rel in _expand(args.content, "content", failures)]
     style_files = _expand(args.style, "style", failures)
     if args.mask is not None and not Path(args.mask).is_file():
