@@ -852,8 +852,9 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
 
     rank, world, _, device = _init_distributed(str(config["device"]))
     is_main = rank == 0
-    if device.type == "cpu" and config.get("cpu_threads"):
-        torch.set_num_threads(int(config["cpu_threads"]))
+    if device.type == "cpu":
+        if config.get("cpu_threads"):
+            torch.set_num_threads(int(config["cpu_threads"]))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick the fastest kernels
     t_cfg = config["train"]
@@ -1037,6 +1038,9 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     t_log, n_log, data_time = time.perf_counter(), 0, 0.0
     t_print, step_print = time.perf_counter(), trainer.step
     saved_at = trainer.step if start_ckpt is not None else -1
+    # Denormal floats (tiny values late in training) are very slow on CPUs: flush them to zero while
+    # training (process-wide, restored at the end).
+    ftz = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
         while trainer.step < max_steps:
             if should_stop():
@@ -1137,6 +1141,8 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
             log(message)
         raise
     finally:
+        if ftz:
+            torch.set_flush_denormal(False)
         bar.close()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
