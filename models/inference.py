@@ -942,5 +942,6 @@ def add_style_bank(checkpoint: str | Path, paintings: str | Path | Iterable[str 
     bank, names, sources = compute_style_bank(gen, paintings, n=n, size=size, prefix=prefix, device=device)
     extra = dict(ckpt.get("extra") or {})
     extra.update(style_bank=bank, style_bank_names=names, style_bank_sources=sources)
-    save_checkpoint(path, ckpt["nets"], ckpt.get("config"), extra)
+    # keep the storage dtype (an fp16 shipped checkpoint stays fp16)
+    save_checkpoint(path, ckpt["nets"], ckpt.get("config"), extra, dtype=ckpt.get("storage_dtype"))
     return names
