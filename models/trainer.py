@@ -1258,12 +1258,10 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
         raise CheckpointError(f"{checkpoint} is not a training checkpoint written by train.py")
     gcfg = _gen_config(config)
     src, dst = ("gen_b", "gen_a") if direction == "b2a" else ("gen_a", "gen_b")
-    gen = Generator(gcfg)
-    gen.load_state_dict(tensors[dst])  # style encoder + decoder of the style domain
-    content = Generator(gcfg)
-    content.load_state_dict(tensors[src])
-    gen.content_encoder.load_state_dict(content.content_encoder.state_dict())
-    gen.eval()
+    content_gen, style_gen = Generator(gcfg), Generator(gcfg)
+    content_gen.load_state_dict(tensors[src])
+    style_gen.load_state_dict(tensors[dst])
+    gen = Generator.compose(content_gen, style_gen).eval()  # content encoder + style encoder, decoder
 
     d = config["data"]
     style_folder = d["train_a"] if direction == "b2a" else d["train_b"]
