@@ -218,7 +218,15 @@ def test_corrupt_and_odd_files_train_and_warn_exactly(tmp_path):
 
 
 def test_config_files_are_complete_and_commented():
-    default_keys = _flat_keys(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    from dataclasses import fields
+
+    from models import DiscriminatorConfig, GeneratorConfig
+
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    # every network option is exposed (image_size is filled from data.crop_size)
+    assert set(default["gen"]) == {f.name for f in fields(GeneratorConfig)} - {"image_size"}
+    assert set(default["dis"]) == {f.name for f in fields(DiscriminatorConfig)}
+    default_keys = _flat_keys(default)
     files = sorted((ROOT / "configs").glob("*.yaml"))
     assert len(files) >= 5
     for f in files:
