@@ -13,8 +13,13 @@ backward pass (``backward=``, see :data:`BACKWARDS`):
 ========================  ===================================================================================
 ``"exact"``               the analytic formula of ``torch.linalg.eigh`` (unbounded for close eigenvalues).
                           Only bitwise-equal eigenvalues differ from torch (which returns NaN): they get
-                          :math:`K_{ij} = 0`, the right value for losses invariant to rotations inside the
-                          degenerate eigenspace (e.g. :math:`V f(\Lambda) V^\top`).
+                          :math:`K_{ij} = 0`. For a loss invariant to rotations inside the degenerate
+                          eigenspace the factor it multiplies is 0 there, so this only removes torch's
+                          :math:`0\cdot\infty`; like every eigenvector route (taylor too) it still misses
+                          the :math:`f'(\lambda)` term that the true derivative of a spectral function
+                          :math:`V f(\Lambda) V^\top` has inside a degenerate eigenspace (use
+                          :func:`sym_power` with ``backward="spectral"`` for that). Close but not
+                          bitwise-equal eigenvalues explode exactly as in torch.
 ``"taylor"`` (default)    degree-``K`` Taylor expansion around the larger eigenvalue (Wang, Dang, Hu, Fua,
                           Salzmann, "Robust Differentiable SVD", TPAMI 2021, eqs. 9-12):
                           :math:`\tilde K_{ij} = \pm\frac{1}{\lambda_L}\sum_{k=0}^{K} q^k`,
@@ -208,7 +213,11 @@ def taylor_k(lam: torch.Tensor, *, degree: int = 9, eps: float = 1e-5, backward:
 
     Returns:
         ``(..., n, n)`` antisymmetric matrix approximating :math:`K_{ij} = 1/(\lambda_j - \lambda_i)`
-        (zero diagonal), same dtype as ``lam``.
+        (zero diagonal), same dtype as ``lam``. ``"exact"`` is that formula with 0 at bitwise-equal
+        eigenvalues (the convention of :func:`eigh`'s ``"exact"`` mode).
+
+    Raises:
+        ValueError: unknown ``backward``.
 
     Example:
         >>> k = taylor_k(torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64), degree=9)
@@ -454,7 +463,17 @@ def eigh(
         A: symmetric matrices ``(..., n, n)``, any batch shape, float16/bfloat16/float32/float64, CPU or CUDA,
             finite. Non-symmetric input is symmetrised as ``(A + A^T) / 2`` (so the gradient is symmetric).
         backward: one of :data:`BACKWARDS`: ``"exact"``, ``"taylor"``, ``"pade"``, ``"power_iteration"``,
-            ``"clip"``.
+            ``"clip"``. ``"exact"`` is torch's formula :math:`K_{ij} = 1/(\lambda_j - \lambda_i)` with one
+            deliberate difference: **bitwise-equal** eigenvalues get :math:`K_{ij} = 0` instead of torch's
+            NaN (:math:`\infty \cdot 0`). For losses invariant to rotations inside the degenerate eigenspace
+            the factor multiplied by :math:`K_{ij}` is 0 there, so the result is finite; but, as with taylor,
+            the gradient through ``(eigenvalues, eigenvectors)`` lacks the :math:`f'(\lambda)` term that the
+            true derivative of a spectral function :math:`V f(\Lambda) V^\top` has inside the degenerate
+            eigenspace (for ``A = I``, ``sym_power(A, 0.5)[0, 1]`` gets 0 instead of 0.25; only
+            :func:`sym_power`'s ``backward="spectral"`` has it). For other losses (e.g. ``V.sum()``) the
+            gradient is undefined at a tie and that part is dropped. Eigenvalues that are close but not
+            bitwise equal still give :math:`1/|\lambda_j - \lambda_i|`, exactly as torch (about 1e16 for
+            the covariance of 8 samples in 16 dimensions); use a robust mode for those.
         degree: Taylor degree ``K >= 0`` (taylor, pade; power_iteration runs ``K + 1`` iterations).
         eps: ``> 0``; eigenvalues used in :math:`\tilde K` are clamped at ``eps`` (taylor, pade) and
             power_iteration stops at eigenvalues ``<= eps``. The returned eigenvalues are never changed.

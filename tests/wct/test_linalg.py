@@ -278,18 +278,72 @@ def test_finite_gradients_on_ties(case, dtype, mode):
         assert float(g.norm()) <= math.sqrt(16) * k_bound(mode if mode != "power_iteration" else "taylor") * 1.01
 
 
-def test_torch_fails_where_we_do_not():
+def test_torch_nan_on_diag112_taylor_finite():
+    # the motivating case of the issue: torch.linalg.eigh's backward is all-NaN for diag(1, 1, 2), sum(V)
     a = torch.diag(torch.tensor([1.0, 1.0, 2.0], dtype=F64))
-    assert bool(torch.isnan(torch_eig_grad(a, lambda lam, v: v.sum())).all())
-    big = torch_eig_grad(spd(16, samples=8), lambda lam, v: v.sum())
-    assert float(big.abs().max()) > 1e10
+    loss = lambda lam, v: v.sum()  # noqa: E731
+    assert bool(torch.isnan(torch_eig_grad(a, loss)).all())
+    for mode in ROBUST:
+        assert bool(torch.isfinite(eig_grad(a, mode, loss)).all()), mode
+    # V = I and dL/dV = ones: V^T dL/dV is symmetric, its skew part is 0, so every finite K gives 0 (torch
+    # gets inf * 0 = NaN). The tie is bitwise, so "exact" uses K = 0 there (documented) and is finite too
+    zero = torch.zeros(3, 3, dtype=F64)
+    torch.testing.assert_close(eig_grad(a, "taylor", loss), zero, rtol=0, atol=0)
+    torch.testing.assert_close(eig_grad(a, "exact", loss), zero, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("samples", [8, 12])
+def test_near_ties_exact_explodes_like_torch_taylor_bounded(samples):
+    # the issue's premise: the covariance of fewer samples than dimensions has 16 - samples eigenvalues ~1e-16
+    # apart, NOT bitwise equal, so the K = 0 tie convention plays no role: exact == torch, both ~1e15
+    a = spd(16, samples=samples)
+    lam = torch.linalg.eigvalsh(a)
+    assert not bool((lam[1:] == lam[:-1]).any())
+    loss = lambda lam, v: v.sum()  # noqa: E731
+    g_torch, g_exact = torch_eig_grad(a, loss), eig_grad(a, "exact", loss)
+    assert float(g_torch.abs().max()) > 1e13
+    assert float((g_exact - g_torch).norm() / g_torch.norm()) < 1e-10
+    # taylor: finite and under eq. 15 (||dL/dV||_F = 16 for sum(V)), about 1e9 times smaller than torch's
+    g_taylor = eig_grad(a, "taylor", loss)
+    assert bool(torch.isfinite(g_taylor).all())
+    assert float(g_taylor.norm()) <= 16 * k_bound("taylor")
+    assert float(g_taylor.abs().max()) < 1e-6 * float(g_torch.abs().max())
+
+
+@pytest.mark.parametrize("gap", [1e-6, 1e-9, 1e-12])
+def test_exact_mode_grows_as_one_over_gap(gap):
+    # two eigenvalues gap apart (relative): exact == torch and grows like 1/gap; taylor does not move
+    a = with_spectrum(torch.tensor([0.5, 1.0, 1.0 + gap, 2.0], dtype=F64))
+    loss = lambda lam, v: v.sum()  # noqa: E731
+    g_exact, g_torch = eig_grad(a, "exact", loss), torch_eig_grad(a, loss)
+    assert float((g_exact - g_torch).norm() / g_torch.norm()) < 1e-9
+    assert float(g_exact.abs().max()) > 1e-3 / gap
+    g_taylor = eig_grad(a, "taylor", loss)
+    assert bool(torch.isfinite(g_taylor).all()) and float(g_taylor.abs().max()) < 100
 
 
 @pytest.mark.parametrize("mode", BACKWARDS)
 def test_rank3_gradient_is_all_ones(mode):
-    # loss = sum(V diag(lambda) V^T) = sum(A^T A): gradient all ones (exact to 1e-10, taylor < 1e-3)
+    # loss = sum(V diag(lambda) V^T) = sum(A^T A): gradient all ones (exact to 1e-10, taylor < 1e-3).
+    # The 12 zero eigenvalues come out bitwise equal (exact uses K = 0 there) and their eigenvectors are
+    # orthogonal to the all-ones vector, so the within-tie f' term that the eigenvector route cannot give
+    # (test_sqrt_identity) is 0 for this loss. In a random basis the ties become ~1e-15 apart: exact is
+    # still right there ((lj - li) / (lj - li)), taylor is not (its K saturates at (K+1)/eps).
     err = float((eig_grad(_rank3(), mode, CASES["rank3"][1]) - 1).abs().max())
     assert err < {"taylor": 1e-3, "pade": 1e-3}.get(mode, 1e-10), err
+
+
+def test_rank3_in_random_basis_exact_right_taylor_misses_within_cluster_term():
+    # the same matrix in a random basis: 12 eigenvalues ~1e-15 apart (not bitwise equal). exact recovers
+    # (lj - li) / (lj - li) = 1 inside the cluster; taylor's K saturates at (K+1)/eps, so it loses that term
+    # whatever its degree (the documented limit of the eigenvector route at (near-)repeated eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(15, 15, dtype=F64))
+    a = q @ _rank3() @ q.T
+    loss = CASES["rank3"][1]
+    assert float((eig_grad(a, "exact", loss) - 1).abs().max()) < 1e-8
+    for degree in (9, 60):
+        g = eig_grad(a, "taylor", loss, degree=degree)
+        assert bool(torch.isfinite(g).all()) and float((g - 1).abs().max()) > 0.1
 
 
 def test_sqrt_identity():
@@ -302,8 +356,15 @@ def test_sqrt_identity():
     for mode in ROBUST:
         g = loss_grad(mode)
         assert bool(torch.isfinite(g).all()), mode
-    # the eigenvector route loses f' on the tie: taylor gives 0 where the true derivative is 1/2
+    # the eigenvector route loses f' on the tie: taylor gives 0 where the true derivative is 1/2, and so does
+    # "exact" with its K = 0 convention for bitwise ties (torch.linalg.eigh: NaN)
     assert float(loss_grad("taylor").abs().max()) == 0.0
+    assert float(loss_grad("exact").abs().max()) == 0.0
+    def torch_sqrt01(a):
+        lam, v = torch.linalg.eigh(a)
+        return ((v * lam.sqrt()) @ v.T)[0, 1]
+
+    assert bool(torch.isnan(grad_of(torch.eye(3, dtype=F64), torch_sqrt01)).any())
 
 
 # ---------------------------------------------------------------------------------------------- spectral
