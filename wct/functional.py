@@ -281,7 +281,10 @@ def whiten(
         eps: regularisation, relative to the mean variance ``tr(Sigma)/d`` (``eps_mode="trace"``) or
             absolute (``eps_mode="absolute"``); see the module docstring. ``>= 0``.
         backward: backward mode of :func:`wct.linalg.eigh` (``"taylor"``, ``"exact"``, ``"pade"``,
-            ``"power_iteration"``, ``"clip"``) or ``"spectral"`` (:func:`wct.linalg.sym_power`).
+            ``"power_iteration"``, ``"clip"``) or ``"spectral"`` (:func:`wct.linalg.sym_power`). At repeated
+            eigenvalues the eigenvector modes give finite gradients (``"exact"`` too, at bitwise ties) that
+            lack the :math:`f'(\lambda)` term inside the repeated eigenspace; only ``"spectral"`` is exact
+            there (and it has no ``k``).
         k: keep only the ``k`` largest principal components of each group (PCA-subspace whitening, output
             of rank ``k``); the dropped eigenvalues are never divided by. ``None`` keeps all ``d``.
         eps_mode: ``"trace"`` (scale-invariant, default) or ``"absolute"``.

@@ -367,6 +367,8 @@ class CovPool(nn.Module):
         F._check_common(None, eps, backward, "trace")
         if normalize not in ("trace", "none"):
             raise ValueError(f"normalize must be 'trace' or 'none', got {normalize!r}")
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not abs(power) < float("inf"):
+            raise ValueError(f"power must be a finite float, got {power!r}")
         self.power = power
         self.normalize = normalize
         self.backward = backward

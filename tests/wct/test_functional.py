@@ -216,11 +216,44 @@ def test_identical_groups_every_eigenvalue_twice_gradients_finite(op, rotate):
         grad = _grad_of(op, x0, backward)
         assert torch.isfinite(grad).all() and grad.abs().max() > 0, backward
     if not rotate:
-        # bitwise ties: torch.linalg.eigh's backward gives NaN here; wct.linalg's "exact" uses K = 0 at ties
-        # (exact for these rotation-invariant spectral functions) and taylor agrees with it
+        # bitwise ties: wct.linalg's "exact" uses K = 0 there (torch.linalg.eigh: NaN, see the next test) and
+        # taylor agrees with it; both lack the within-eigenspace f' term (test_whiten_ties_vs_torch_and_fd)
         exact, taylor = _grad_of(op, x0, "exact"), _grad_of(op, x0, "taylor")
         assert torch.isfinite(exact).all()
         assert torch.allclose(taylor, exact, rtol=1e-4, atol=1e-6)
+
+
+def test_whiten_ties_vs_torch_and_fd():
+    # identical groups, every eigenvalue twice (bitwise): whitening differentiated through torch.linalg.eigh
+    # gives an all-NaN gradient; taylor is finite. The true gradient (finite differences of the smooth map
+    # x -> Sigma^(-1/2) x) is matched by backward="spectral" only: the eigenvector route (taylor, exact with
+    # its K = 0 tie convention) misses the f'(lambda) term inside each repeated eigenspace (issue 2).
+    x0 = _identical_groups()
+    w = torch.randn(x0.shape, dtype=D64, generator=torch.Generator().manual_seed(3))
+    x = x0.clone().requires_grad_(True)
+    xc = x.reshape(4, -1) - x.reshape(4, -1).mean(-1, keepdim=True)
+    lam, v = torch.linalg.eigh(xc @ xc.T / xc.shape[1] + 1e-5 * torch.eye(4, dtype=D64))
+    y_torch = ((v * lam.rsqrt()) @ v.T @ xc).reshape(x0.shape)
+    (y_torch * w).sum().backward()
+    assert torch.isnan(x.grad).all()
+    assert torch.allclose(y_torch.detach(), F.whiten(x0, groups=1), atol=1e-4)  # same map up to eps convention
+
+    def f(t, backward="spectral"):
+        return (F.whiten(t, groups=1, backward=backward) * w).sum()
+
+    h, fd = 1e-6, torch.zeros_like(x0)
+    for i in range(x0.numel()):
+        e = torch.zeros(x0.numel(), dtype=D64)
+        e[i] = h
+        fd.view(-1)[i] = (f(x0 + e.view_as(x0)) - f(x0 - e.view_as(x0))) / (2 * h)
+    grads = {}
+    for bw in ("spectral", "taylor", "exact"):
+        t = x0.clone().requires_grad_(True)
+        f(t, bw).backward()
+        grads[bw] = t.grad
+    assert torch.allclose(grads["spectral"], fd, atol=1e-6)
+    assert torch.isfinite(grads["taylor"]).all()
+    assert (grads["taylor"] - fd).abs().max() > 0.1 and (grads["exact"] - fd).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("op", ["whiten", "wct", "zca"])

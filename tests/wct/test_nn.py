@@ -271,3 +271,17 @@ def test_cov_pool_module_equals_function():
     assert m(x).shape == (2, wnn.CovPool.output_dim(6))
     with pytest.raises(ValueError):
         wnn.CovPool(normalize="x")
+    with pytest.raises(ValueError, match="power"):
+        wnn.CovPool(power=float("nan"))
+
+
+def test_zcanorm_and_covpool_under_autocast_keep_float32():
+    # behaviour under mixed precision: float32 in, float32 out, same values as without autocast (the float64
+    # internals are what protects them; autocast only lowers float32 matmuls)
+    x = torch.randn(4, 6, 5, 5)
+    m, p = wnn.ZCANorm2d(6, groups=2), wnn.CovPool()
+    ref_m, ref_p = m(x), p(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, z = m(x), p(x)
+    assert y.dtype == z.dtype == torch.float32
+    assert torch.allclose(y, ref_m, atol=1e-6) and torch.allclose(z, ref_p, atol=1e-6)
