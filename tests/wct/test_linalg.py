@@ -101,6 +101,20 @@ def test_autocast_runs_outside():
     torch.testing.assert_close(lam, torch.linalg.eigvalsh(a.double()).float(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", BACKWARDS)
+def test_compute_dtype_float32(mode):
+    # float32 LAPACK on request: float64 input is returned as float64, values to float32 accuracy
+    a = spd(6, 3)
+    loss = sign_free_loss(torch.randn(6, 6, dtype=F64), torch.randn(6, dtype=F64))
+    lam, v = eigh(a, backward=mode, compute_dtype=torch.float32)
+    assert lam.dtype == v.dtype == F64
+    ref_l, _ = torch.linalg.eigh(a)
+    torch.testing.assert_close(lam, ref_l, rtol=1e-5, atol=1e-5)
+    assert float((lam - ref_l).abs().max()) > 0  # really computed in float32
+    g32 = eig_grad(a, mode, loss, compute_dtype=torch.float32)
+    torch.testing.assert_close(g32, eig_grad(a, mode, loss), rtol=1e-3, atol=1e-4)
+
+
 def test_half_precision_input():
     a = spd(4, 2).to(torch.bfloat16)
     lam, v = eigh(a)
