@@ -88,6 +88,14 @@ def test_zcanorm_running_statistics_and_eval(track):
         covs = [F.zca_whiten(b, groups=2, return_stats=True)[2] for b in batches]
         n = batches[0].numel() // 6
         assert torch.allclose(m.running_cov, sum(covs) / 3 * n / (n - 1), atol=1e-12)
+    else:  # cumulative average of the batch whitening matrices (Sigma + eps tr(Sigma)/d I)^(-1/2), oracle
+        ws = []
+        for b in batches:
+            cov = F.zca_whiten(b, groups=2, return_stats=True)[2]
+            reg = cov + 1e-5 * cov.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(3, dtype=D64)
+            lam, v = torch.linalg.eigh(reg)
+            ws.append((v * lam.rsqrt().unsqueeze(-2)) @ v.mT)
+        assert torch.allclose(m.running_whitening, sum(ws) / 3, atol=1e-10)
     # eval whitens new data drawn from the same distribution to ~identity covariance
     xt = (torch.randn(64, 4, 4, 6, dtype=D64) @ mix).permute(0, 3, 1, 2) + 2
     y = m(xt)
