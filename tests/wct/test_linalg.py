@@ -446,7 +446,8 @@ def _pi_reference(a, iters, eps):
     return torch.stack(cols, -1)
 
 
-@pytest.mark.parametrize("spectrum", [[0.3, 0.9, 1.0, 2.5, 4.0], [0.0, 0.0, 1.0, 1.0, 3.0]])
+@pytest.mark.parametrize("spectrum", [[0.3, 0.9, 1.0, 2.5, 4.0], [0.0, 0.0, 1.0, 1.0, 3.0],
+                                      [0.3, 0.5, 1.0, 3.0, 2e4]])
 def test_power_iteration_backward_equals_unrolled_autograd(spectrum):
     a = with_spectrum(torch.tensor(spectrum, dtype=F64))
     g = torch.randn(5, 5, dtype=F64)
@@ -454,6 +455,14 @@ def test_power_iteration_backward_equals_unrolled_autograd(spectrum):
     ours = eig_grad(a, "power_iteration", lambda lam, v: (v * g).sum(), degree=K)
     ref = grad_of(a, lambda x: (_pi_reference(x, K + 1, 1e-5) * g).sum())
     torch.testing.assert_close(ours, 0.5 * (ref + ref.T), rtol=1e-8, atol=1e-10)
+    # breaking conditions: eigenvalue <= eps (2nd spectrum), remaining energy < 1e-4 (3rd: 1.8 / 20004.8 at
+    # the eigenvalue 1.0): that eigenvector and all smaller ones get no gradient
+    n_dead = {0.0: 2, 0.3: 3 if spectrum[-1] > 1e3 else 0}[spectrum[0]]
+    g_small = eig_grad(a, "power_iteration", lambda lam, v: (v[:, :n_dead] * g[:, :n_dead]).sum(), degree=K)
+    assert float(g_small.abs().max()) == 0.0
+    if n_dead < 4:
+        g_next = eig_grad(a, "power_iteration", lambda lam, v: (v[:, n_dead] * g[:, n_dead]).sum(), degree=K)
+        assert float(g_next.abs().max()) > 1e-6
 
 
 def test_proposition_dominant_eigenvector_taylor_equals_power_iterations():
