@@ -12,6 +12,15 @@ import torch
 from wct.metrics import LPIPSDistance, Sharpness, load_state_dict_file, lpips_distance, sharpness
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: two OpenMP threads spin against each other on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _numpy_sharpness(img: np.ndarray) -> float:
     """Independent oracle: BT.601 luma, replicate padding, central differences / 2, mean gradient norm."""
     y = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2] if img.shape[0] == 3 else img[0]
@@ -206,6 +215,23 @@ def test_lpips_loads_backbone_from_file_without_download(alexnet_weights, no_net
     # .safetensors and .pth give the same model; another backbone gives another distance
     assert torch.allclose(lpips_distance(a, b, weights_path=alexnet_weights / "alexnet-random.safetensors"), d)
     assert not torch.allclose(lpips_distance(a, b, weights_path=alexnet_weights / "alexnet-other.pth"), d)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:torchvision")  # lpips passes pretrained= to torchvision
+def test_lpips_matches_the_package_on_minus_one_one_inputs(alexnet_weights):
+    # oracle: lpips.LPIPS itself, its backbone loaded by hand, called on [-1, 1] images (its native range)
+    import lpips
+
+    path = alexnet_weights / "alexnet-random.pth"
+    state = load_state_dict_file(path)
+    ref = lpips.LPIPS(pretrained=True, net="alex", pnet_rand=True, verbose=False).eval()
+    ref.net.load_state_dict({k: state[f"features.{k.split('.')[1]}.{k.split('.')[2]}"]
+                             for k in ref.net.state_dict()})
+    torch.manual_seed(2)
+    a, b = torch.rand(2, 3, 36, 33), torch.rand(2, 3, 36, 33)
+    with torch.no_grad():
+        expected = ref(a * 2 - 1, b * 2 - 1).flatten()
+    assert torch.allclose(LPIPSDistance(path)(a, b), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_lpips_errors(alexnet_weights, tmp_path):
