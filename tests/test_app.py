@@ -35,6 +35,7 @@ class InvertEngine:
 
     name = "invert"
     style_bank_names = ["Fake #1", "Fake #2"]
+    min_side = 16  # like the network engines: smaller uploads are refused with a message
 
     def __init__(self):
         self.calls: list[dict] = []
@@ -218,6 +219,40 @@ def test_bad_input_gives_clear_error(served, images, kwargs, message):
     style = None if style is None else images[style]
     with pytest.raises(AppError, match=message):
         _call(client, content, style, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory) -> dict[str, Path]:
+    """Uploads of every image kind a user may have, made here (all 40x32 once decoded, except 'rotated')."""
+    d = tmp_path_factory.mktemp("awkward")
+    base = _photo(40, 32, 5)
+    base.convert("CMYK").save(d / "cmyk.jpg", quality=95)
+    Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257).save(d / "grey16.png")
+    base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(d / "palette.png", transparency=0)
+    frames = [_photo(40, 32, 6 + i) for i in range(3)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 48x32, displayed rotated by 90 degrees: 32x48
+    _photo(48, 32, 9).save(d / "rotated.jpg", exif=exif, quality=95)
+    _photo(8, 8, 10).save(d / "tiny.png")
+    return {p.stem: p for p in d.iterdir()}
+
+
+@pytest.mark.parametrize("kind", ["cmyk", "grey16", "palette", "anim", "rotated"])
+def test_awkward_uploads_are_converted(served, engines, images, awkward, kind):
+    _, client = served
+    assert Image.open(awkward[kind]).mode != "RGB" or kind in ("rotated", "anim")
+    out = _call(client, awkward[kind], awkward[kind] if kind != "rotated" else images["style"])
+    expected = (32, 48) if kind == "rotated" else (40, 32)
+    assert Image.open(out).size == expected and engines["invert"].calls[-1]["size"] == expected
+
+
+def test_tiny_upload_gives_clear_error(served, images, awkward):
+    _, client = served
+    with pytest.raises(AppError, match="at least 16 px"):
+        _call(client, awkward["tiny"], images["style"])
+    with pytest.raises(AppError, match="The style image.*at least 16 px"):
+        _call(client, images["content"], awkward["tiny"])
 
 
 def test_missing_content_gives_clear_error(served, images):
