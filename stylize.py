@@ -29,6 +29,11 @@ from PIL import Image
 
 SAVE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 
+#: Without --tile, network engines stylise contents whose longer side exceeds this many px in tiles of
+#: AUTO_TILE px (global statistics), so that a 4K photo never needs the whole-image feature maps.
+AUTO_TILE_ABOVE = 2048
+AUTO_TILE = 1024
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -76,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Gaussian feather radius of the mask in px (default: 1%% of the longer side)")
     p.add_argument("--tile", type=int, default=0,
                    help="high resolution: stylise in tiles of this many px (multiple of 4, >= 32) with "
-                        "global statistics (network engine; 0 = whole image)")
+                        f"global statistics (network engine; 0 = automatic: {AUTO_TILE} px tiles for "
+                        f"contents longer than {AUTO_TILE_ABOVE} px, whole image otherwise)")
     p.add_argument("--tile-overlap", type=int, default=64, help="overlap of neighbouring tiles in px")
     p.add_argument("--tile-stats", default="thumbnail", choices=("thumbnail", "exact"),
                    help="statistics for tiles: from a 1024 px thumbnail, or exact full-resolution ones "
@@ -264,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                    if not all(_out_path(out_dir, c.rel, lab, args.ext, c.path).exists() for lab, _ in styles)]
         bar.update((len(contents) - len(pending)) * len(styles))
     saves: list[tuple[str, Future]] = []
+    auto_tile_noted = False
     t0 = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=2) as io_pool:
@@ -273,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                     failures.append((str(items[0].path), str(imgs)))
                     bar.update(len(styles))
                     continue
+                tile = args.tile or None
+                if tile is None and engine.kind == "network" and max(imgs[0].size) > AUTO_TILE_ABOVE:
+                    tile = AUTO_TILE  # bounded memory for very large contents (same size within a batch)
+                    if not auto_tile_noted:
+                        auto_tile_noted = True
+                        tqdm.write(f"note: contents longer than {AUTO_TILE_ABOVE} px are stylised in {AUTO_TILE} px "
+                                   "tiles with global statistics (--tile N to choose the tile size)",
+                                   file=sys.stderr)
                 for label, prep in styles:
                     groups = [list(zip(items, imgs, strict=True))]
                     while groups:
@@ -281,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                             outs = engine.stylize_batch(
                                 [im for _, im in group], prep, alpha=args.alpha,
                                 preserve_color=args.preserve_color, mask=args.mask,
-                                mask_feather=args.mask_feather, tile=args.tile or None,
+                                mask_feather=args.mask_feather, tile=tile,
                                 tile_overlap=args.tile_overlap)
                         except Exception as e:  # noqa: BLE001 - reported in the summary
                             if len(group) > 1:  # retry one by one to find the failing file(s)

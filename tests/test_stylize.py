@@ -188,3 +188,92 @@ def test_animated_and_large_inputs_give_notes(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0 and "first frame" in err and "downscaled from 64x48 to 32x24" in err
     assert Image.open(tmp_path / "o" / "anim_stylized_s1.png").size == (32, 24)  # gif -> png by default
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h RGB pixels but holds almost no data (a decompression-bomb stand-in)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
+        b"IEND", b"")
+
+
+def test_every_awkward_image_kind_is_converted_or_reported(data, tmp_path, capsys):
+    # one folder with each kind of input a user may have; the network engine (min side 16 px) runs on all
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    base = _img((40, 32), 40)
+    base.convert("CMYK").save(zoo / "cmyk.jpg", quality=95)
+    Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257).save(zoo / "grey16.png")
+    assert Image.open(zoo / "grey16.png").mode.startswith("I")
+    pal = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 0
+    pal.save(zoo / "palette.png", transparency=0)
+    rgba = base.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(zoo / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 48x32, displayed rotated 90 degrees: 32x48
+    _img((48, 32), 41).save(zoo / "rotated.jpg", exif=exif, quality=95)
+    good = zoo.parent / "good.png"
+    _img((64, 64), 42).save(good)
+    (zoo / "truncated.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _img((8, 8), 43).save(zoo / "tiny.png")
+    (zoo / "bomb.png").write_bytes(_png_header_only(20000, 20000))
+    rc = stylize.main(["--content", str(zoo), "--style", str(data / "s1.png"), "--model",
+                       str(data / "ckpt" / "tiny.safetensors"), "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    assert "3 failure(s)" in err
+    assert _names(tmp_path / "out") == ["cmyk_stylized_s1.jpg", "grey16_stylized_s1.png",
+                                        "palette_stylized_s1.png", "rgba_stylized_s1.png",
+                                        "rotated_stylized_s1.jpg"]
+    sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
+    assert sizes.pop("rotated_stylized_s1.jpg") == (32, 48)  # EXIF orientation applied, size kept
+    assert set(sizes.values()) == {(40, 32)}
+    lines = {ln.strip().split(":")[0].rsplit("/", 1)[-1]: ln for ln in err.splitlines() if str(zoo) in ln}
+    assert "truncated or corrupt" in lines["truncated.png"]
+    assert "smaller than the engine's minimum of 16 px" in lines["tiny.png"]
+    assert "decompression bomb" in lines["bomb.png"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
+def test_device_cuda_without_gpu_is_a_usage_error(data, tmp_path, capsys):
+    rc = stylize.main(["--content", str(data / "content" / "c0.png"), "--style", str(data / "s1.png"),
+                       "--output", str(tmp_path / "x"), "--model", "color", "--device", "cuda", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no CUDA GPU is available" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_large_contents_are_tiled_automatically(data, tmp_path, monkeypatch, capsys):
+    seen: list[tuple[tuple[int, int], int | None]] = []
+    orig = Engine.stylize_batch
+
+    def spy(self, contents, *a, **k):
+        seen.append((contents[0].size, k.get("tile")))
+        return orig(self, contents, *a, **k)
+
+    monkeypatch.setattr(Engine, "stylize_batch", spy)
+    monkeypatch.setattr(stylize, "AUTO_TILE_ABOVE", 44)  # 48x40 and 40x48 are "large", 32x32 is not
+    monkeypatch.setattr(stylize, "AUTO_TILE", 32)
+    _img((32, 32), 50).save(tmp_path / "small.png")
+    ck = str(data / "ckpt" / "tiny.safetensors")
+    args = ["--content", str(data / "content" / "c0.png"), str(tmp_path / "small.png"), "--style",
+            str(data / "s1.png"), "--tile-overlap", "8", "--model", ck, "--quiet"]
+    assert stylize.main(args + ["--output", str(tmp_path / "a")]) == 0
+    assert sorted(seen) == [((32, 32), None), ((48, 40), 32)]
+    assert "tiles with global statistics" in capsys.readouterr().err
+    assert Image.open(tmp_path / "a" / "c0_stylized_s1.png").size == (48, 40)
+    seen.clear()
+    assert stylize.main(args + ["--output", str(tmp_path / "b"), "--tile", "40"]) == 0  # explicit size wins
+    assert sorted(seen) == [((32, 32), 40), ((48, 40), 40)]
+    seen.clear()
+    assert stylize.main(args[:-3] + ["--model", "color", "--quiet", "--output", str(tmp_path / "c")]) == 0
+    assert sorted(seen) == [((32, 32), None), ((48, 40), None)]  # the pixel-wise colour engine never tiles
