@@ -96,7 +96,7 @@ def _check_common(groups: int | None, eps: float, backward: str, eps_mode: str, 
             raise ValueError("k (top-k whitening) needs the eigenvectors; backward='spectral' does not give them")
 
 
-def _check_feature_map(x: torch.Tensor, name: str, groups: int | None = None) -> None:
+def _check_feature_map(x: torch.Tensor, name: str, groups: int | None = None, finite: bool = True) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -110,6 +110,8 @@ def _check_feature_map(x: torch.Tensor, name: str, groups: int | None = None) ->
             f"{name} has C={x.shape[1]} channels, which is not divisible by groups={groups} "
             f"(groups is the number of groups; the group size is C // groups)"
         )
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} (B, C, H, W) = {tuple(x.shape)} contains NaN or inf; expected finite features")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -293,7 +295,8 @@ def whiten(
         ``(B, C, H, W)`` whitened features, ``x``'s dtype.
 
     Raises:
-        ValueError: bad shape, ``C % groups != 0``, ``eps < 0``, unknown ``backward``/``eps_mode``, bad ``k``.
+        ValueError: bad shape, ``C % groups != 0``, NaN/inf entries, ``eps < 0``, unknown
+            ``backward``/``eps_mode``, bad ``k``.
         TypeError: ``x`` not a floating-point tensor.
 
     Example:

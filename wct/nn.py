@@ -141,7 +141,9 @@ class ZCANorm2d(nn.Module):
         ``(B, C, H, W)`` -> ``(B, C, H, W)``.
 
     Raises:
-        ValueError: wrong channel count / shape, a single value per channel in training, bad options.
+        ValueError: wrong channel count / shape, a single value per channel in training, NaN/inf input when
+            batch statistics are used (in eval with running statistics they propagate to the output), bad
+            options.
 
     Example:
         >>> m = ZCANorm2d(8, groups=2)
@@ -253,7 +255,10 @@ class ZCANorm2d(nn.Module):
         return self._cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        F._check_feature_map(x, "x")
+        use_batch = self.training or not self.track_running_stats
+        # NaN/inf: a clear ValueError when batch statistics are computed; with running statistics (eval) they
+        # propagate to the output like in nn.BatchNorm2d, so callers' own non-finite checks still see them
+        F._check_feature_map(x, "x", finite=use_batch)
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"ZCANorm2d({self.num_features}) expects input (B, {self.num_features}, H, W), "
@@ -261,7 +266,6 @@ class ZCANorm2d(nn.Module):
             )
         b, c, h, w = x.shape
         g, d = self.groups, c // self.groups
-        use_batch = self.training or not self.track_running_stats
         with torch.autocast(device_type=x.device.type, enabled=False):
             xg = x.to(_F64).permute(1, 0, 2, 3).reshape(g, d, b * h * w)
             if use_batch:

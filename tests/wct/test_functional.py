@@ -112,6 +112,14 @@ def test_shape_errors_name_the_expected_shape():
         F.wct(torch.randn(3, 8, 4, 4), torch.randn(2, 8, 4, 4), groups=2)
     with pytest.raises(TypeError):
         F.whiten(torch.ones(1, 8, 4, 4, dtype=torch.long), groups=2)
+    bad = torch.randn(1, 8, 4, 4)
+    bad[0, 3, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"content \(B, C, H, W\) = \(1, 8, 4, 4\) contains NaN"):
+        F.wct(bad, torch.randn(1, 8, 4, 4), groups=2)
+    with pytest.raises(ValueError, match=r"style .* contains NaN"):
+        F.wct(torch.randn(1, 8, 4, 4), bad * float("inf"), groups=2)
+    with pytest.raises(ValueError, match=r"x .* contains NaN"):
+        F.cov_pool(bad)
 
 
 # ---------------------------------------------------------------------------------------------- structure

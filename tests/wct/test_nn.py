@@ -149,6 +149,13 @@ def test_zcanorm_errors():
         m(torch.randn(2, 5, 3, 3))
     with pytest.raises(ValueError, match="more than 1 value"):
         m(torch.randn(1, 4, 1, 1))
+    bad = torch.randn(2, 4, 3, 3)
+    bad[1, 2, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"\(2, 4, 3, 3\) contains NaN or inf"):
+        m(bad)
+    m.eval()  # running statistics: like BatchNorm2d, non-finite values propagate instead of raising
+    y = m(bad)
+    assert not torch.isfinite(y).all() and torch.isfinite(y[0]).all()
     with pytest.raises(ValueError):
         wnn.ZCANorm2d(6, group_size=4)
 
