@@ -151,6 +151,9 @@ def k_bound(backward: str = "taylor", *, degree: int = 9, eps: float = 1e-5, cli
         ``(K+1)/eps`` (taylor, and power_iteration for the dominant eigenvector), ``2(K+1)/eps`` (pade),
         ``clip`` (clip), ``inf`` (exact).
 
+    Raises:
+        ValueError: unknown ``backward``, ``degree < 0``, ``eps <= 0``, ``clip <= 0``.
+
     Example:
         >>> round(k_bound("taylor", degree=9, eps=1e-5))  # (K+1)/eps
         1000000
