@@ -705,11 +705,13 @@ def stylize_and_score(
                     break
                 pool.remove(st)
             else:
-                raise EvaluationError(f"no readable test painting (testA) for domain '{d}'")
+                raise EvaluationError(f"no usable test painting (testA) for domain '{d}': every file is "
+                                      f"unreadable or below {min_side} px (see the warnings above)")
             pairs[d].append((c, st))
         real[d] = first_usable(paintings)
         if not pairs[d]:
-            raise EvaluationError(f"no readable test photo (testB) for domain '{d}'")
+            raise EvaluationError(f"no usable test photo (testB) for domain '{d}': every file is unreadable "
+                                  f"or below {min_side} px (see the warnings above; check --size)")
 
     rows: list[dict[str, Any]] = []
     # reference rows

@@ -318,6 +318,8 @@ def test_stylize_and_score_errors(work, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
     assert ev.main([*base, "--data", str(work["data"]), "--checkpoint", "color", "--checkpoint", "color"]) == 2
     assert "two checkpoints" in capsys.readouterr().err
+    assert ev.main([*base, "--data", str(work["data"]), "--checkpoint", "color", "--size", "8"]) == 2
+    assert "no usable test photo (testB) for domain 'monet'" in capsys.readouterr().err
     assert ev.main([*base[:-1], str(work["root"] / "anydomain.safetensors"), "--data", str(work["data"]),
                     "--checkpoint", "color"]) == 2
     assert "not a domain classifier" in capsys.readouterr().err
