@@ -209,12 +209,20 @@ def test_trained_classifier_checkpoint(work):
 @pytest.mark.slow
 def test_train_classifier_299px_with_aux_head(work, tmp_path):
     # the paper's setting: 299 px, where inception_v3's aux head is active and trained (loss + 0.4 * aux loss)
-    path = ev.train_classifier(work["data"], tmp_path / "clf299", weights=None, image_size=299, steps=1,
-                               batch_size=2, device="cpu", eval_batch_size=4)
+    # one pair folder (monet, photo): 4 test images to score at 299 px instead of 12
+    path = ev.train_classifier(work["data"] / "monet2photo", tmp_path / "clf299", weights=None, image_size=299,
+                               steps=1, batch_size=2, device="cpu", eval_batch_size=4)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["config"]["aux_logits"] is True and meta["config"]["image_size"] == 299
+    assert meta["config"]["classes"] == ["monet", "photo"] and set(meta["extra"]["test_accuracy"]) == {"monet", "photo"}
     model, cfg = ev.load_classifier(path)
-    assert model.AuxLogits is not None and model.AuxLogits.fc.out_features == 4
+    assert model.AuxLogits is not None and model.AuxLogits.fc.out_features == 2
+    # the aux head was trained: its weights moved (SGD skips parameters the loss does not reach)
+    torch.manual_seed(0)  # train_classifier seeds with seed=0 right before building the model
+    init = ev.build_inception(2, image_size=299)
+    step = (model.fc.weight - init.fc.weight).abs().max()
+    assert 0 < step < 0.02 < init.fc.weight.abs().mean() / 2  # one lr-0.01 step away from the same init
+    assert not torch.equal(model.AuxLogits.fc.weight, init.AuxLogits.fc.weight)
     assert ev.classify(model, cfg, torch.rand(1, 3, 64, 64)).shape == (1,)
 
 
