@@ -175,7 +175,10 @@ def test_robust_backwards_match_exact_on_well_separated_spectrum(backward):
         (F.whiten(xx, groups=2, backward=bw) * g).sum().backward()
         grads[bw] = xx.grad
     rel = (grads[backward] - grads["exact"]).norm() / grads["exact"].norm()
-    assert rel < 0.05, rel
+    # measured (seed 0): clip, spectral ~1e-16 (same formula here); taylor 5e-4, pade 2e-4 (truncation,
+    # pade closer); power_iteration 2e-3 (deflation). Bounds ~10x above.
+    tol = {"clip": 1e-10, "spectral": 1e-10, "taylor": 5e-3, "pade": 2e-3, "power_iteration": 2e-2}[backward]
+    assert rel < tol, rel
 
 
 def _hadamard(n):
