@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,6 +76,9 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".tga"}
 )
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageLoadError(ValueError):
@@ -195,12 +199,16 @@ def load_image(
     if isinstance(source, Image.Image):
         img = source
     else:
-        if max_pixels is None:
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                img = _open(source, what)
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
+        pil_limit = Image.MAX_IMAGE_PIXELS
+        if max_pixels is None or (pil_limit is not None and max_pixels > 2 * pil_limit):
+            # Pillow's own open-time bomb check (2 x MAX_IMAGE_PIXELS) would refuse what the caller allows;
+            # our header check below replaces it.
+            with _PIL_LIMIT_LOCK:
+                old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    img = _open(source, what)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = old
         else:
             img = _open(source, what)
     w, h = img.size

@@ -152,6 +152,19 @@ def test_max_pixels_limit_below_pillows_own(tmp_path):
     assert load_image(tmp_path / "big.png", max_pixels=None).size == (100, 100)
 
 
+def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path, monkeypatch):
+    # Pillow refuses at open time anything over 2 x MAX_IMAGE_PIXELS; a caller's larger limit wins
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (100, 100), (9, 8, 7)).save(tmp_path / "big.png")
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        load_image(tmp_path / "big.png", max_pixels=1500)  # below Pillow's 2000 too: Pillow's check is kept
+    img = load_image(tmp_path / "big.png", max_pixels=20000)
+    assert img.size == (100, 100) and img.getpixel((5, 5)) == (9, 8, 7)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    with pytest.raises(ImageLoadError, match="100x100"):
+        load_image(tmp_path / "big.png", max_pixels=5000)
+
+
 # ----------------------------------------------------------------------------------------- broken files
 def _jpeg_bytes(size=(64, 48)) -> bytes:
     import io
