@@ -1073,6 +1073,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``train-classifier``, ``stylize-and-score``, ``plot-losses``).
+
+    Returns:
+        Exit status: 0 on success, 2 on a usage or data error (missing weights or files, unknown domains,
+        unreadable checkpoints), reported as one ``error: ...`` line on stderr, never a traceback.
+    """
     args = _parser().parse_args(argv)
     try:
         if args.command == "train-classifier":

@@ -36,6 +36,7 @@ AUTO_TILE = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``stylize.py`` argument parser (every option documented in its help text)."""
     p = argparse.ArgumentParser(
         prog="stylize.py",
         description="Stylise content images with the colour-transfer engine or an SVD-WCT network.",
@@ -158,6 +159,12 @@ def _batches(loaded: Iterator[tuple[_Content, Image.Image | Exception]], batch_s
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring and ``--help``).
+
+    Returns:
+        Exit status: 0 when every output was written, 1 when some file failed (listed in the summary on
+        stderr; the other outputs are kept), 2 on a usage error, 130 on Ctrl-C.
+    """
     args = build_parser().parse_args(argv)
     import torch
     from tqdm import tqdm

@@ -142,6 +142,7 @@ class Sharpness(nn.Module):
         self.unit = unit
 
     def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3|1, H, W)`` in ``[0, 1]`` -> ``(B,)`` sharpness scores (see :func:`sharpness`)."""
         return sharpness(images, unit=self.unit)
 
     def extra_repr(self) -> str:
