@@ -126,8 +126,8 @@ def _open(source: ImageSource, what: str) -> Image.Image:
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{what}: not an image file, or a format Pillow cannot read") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{what}: cannot read the image header ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - crafted files make Pillow raise struct.error, IndexError, ...
+        raise ImageLoadError(f"{what}: cannot read the image header ({type(exc).__name__}: {exc})") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -235,7 +235,7 @@ def load_image(
         img = _to_rgb(img)
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"{what}: refused as a possible decompression bomb ({exc})") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on a user's file is reported, not raised
         hint = " (the file is truncated or corrupt)" if not isinstance(exc, MemoryError) else ""
         raise ImageLoadError(f"{what}: cannot decode the image{hint}: {exc}") from exc
     drafted = sorted(img.size) != sorted((w, h))  # JPEG draft already reduced it

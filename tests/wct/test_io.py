@@ -189,6 +189,30 @@ def test_truncated_files(tmp_path):
         assert isinstance(info.value, ValueError)
 
 
+def test_unusual_decoder_exceptions_become_clear_errors(tmp_path, monkeypatch):
+    # crafted files make Pillow raise struct.error, IndexError, ... (not only OSError): still an ImageLoadError
+    import struct as _struct
+
+    from PIL import ImageFile
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+
+    def bad_load(self):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", bad_load)
+    with pytest.raises(ImageLoadError, match="ok.png.*cannot decode the image.*list index"):
+        load_image(tmp_path / "ok.png")
+    monkeypatch.undo()
+
+    def bad_open(fp, *a, **k):
+        raise _struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image, "open", bad_open)
+    with pytest.raises(ImageLoadError, match="cannot read the image header.*error: unpack"):
+        load_image(tmp_path / "ok.png")
+
+
 def test_corrupt_zero_byte_non_image_missing_dir(tmp_path):
     data = bytearray(_png(4, 4, 8, 2, b"\x00" * 52))
     data[40:48] = b"garbage!"  # break the IDAT
