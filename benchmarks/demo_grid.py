@@ -205,19 +205,19 @@ def cmd_grid(a: argparse.Namespace) -> int:
         }
         print(f"[{ck.stem}] domain {dom}, {len(per)} photos: " + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
         combined_cols.append((ck.stem, dom, col_tiles))
-    # combined README grid: content | (exemplar, output, colour) per checkpoint, smaller tiles
+    # combined README grid: (content, exemplar, output, colour) per checkpoint, smaller tiles
     if combined_cols:
         small = a.tile * 2 // 3
         labels, rows = [], []
         n = min(len(c[2]) for c in combined_cols)
         for r in range(n):
             tiles = []
-            for k, (_name, _dom, cols) in enumerate(combined_cols):
+            for _name, _dom, cols in combined_cols:
                 c, s, o, t = (x.resize((small, small)) for x in cols[r])
-                tiles += ([c] if k == 0 else []) + [s, o, t]
+                tiles += [c, s, o, t]
             rows.append(_hcat(tiles))
-        for k, (name, dom, _) in enumerate(combined_cols):
-            labels += (["photo"] if k == 0 else []) + [f"{dom} exemplar", f"{name}", "colour transfer"]
+        for name, dom, _ in combined_cols:
+            labels += [f"{dom} photo (testB)", f"{dom} exemplar", f"{name}", "colour transfer"]
         combined = _stack(rows, _label_row(labels, small))
         combined.save(out.with_suffix(".png"), optimize=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
