@@ -293,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not auto_tile_noted:
                         auto_tile_noted = True
                         tqdm.write(f"note: contents longer than {AUTO_TILE_ABOVE} px are stylised in {AUTO_TILE} px "
-                                   "tiles with global statistics (--tile N to choose the tile size)",
-                                   file=sys.stderr)
+                                   f"tiles with global statistics ({args.tile_stats}; --tile-stats exact for "
+                                   "final renders, --tile N to choose the tile size)", file=sys.stderr)
                 for label, prep in styles:
                     groups = [list(zip(items, imgs, strict=True))]
                     while groups:
