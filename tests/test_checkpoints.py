@@ -2,8 +2,10 @@
 
 Every shipped checkpoint must load through ``models.inference.load_engine``, carry a style bank, be at most
 25 MB, and turn scikit-image's ``coffee`` photo into an image of the same size with finite values that
-differs measurably from the photo and from plain colour transfer with the same exemplar. Skips (with the
-reason) when no checkpoint is shipped yet.
+differs measurably from the photo and from plain colour transfer with the same exemplar, and that keeps the
+photo's layout (luminance correlation with the photo > 0.3: an inverted or scrambled picture fails). Skips
+(with the reason) when no checkpoint is shipped yet. ``SVD_WCT_TEST_CHECKPOINTS=DIR`` runs the same checks
+on another folder, e.g. fresh exports before they are shipped (benchmarks/demo_release.sh).
 """
 
 from __future__ import annotations
