@@ -5,8 +5,9 @@ open into an 8-bit RGB :class:`PIL.Image.Image`, or raises :class:`ImageLoadErro
 whose message names the file and says what is wrong. What it does, in order:
 
 1. **Decompression bombs** are refused *before* any pixel is decoded: the header's width x height is
-   compared with ``max_pixels`` (Pillow's own bomb error, raised at open time for images over
-   2 x ``Image.MAX_IMAGE_PIXELS``, is turned into the same message).
+   compared with ``max_pixels`` (Pillow's own open-time bomb check, for images over
+   2 x ``Image.MAX_IMAGE_PIXELS``, is bypassed for the header read so that every refusal states
+   ``max_pixels``: one limit, one message, :func:`bomb_message`).
 2. **Animations** (GIF, WebP, APNG, multi-page TIFF): the first frame is used and an
    :class:`ImageNotice` warning says so.
 3. **Downscaling** (``max_side``): a larger image is reduced so that its longer side is ``max_side``
@@ -56,6 +57,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
     "ImageNotice",
+    "bomb_message",
     "center_crop",
     "list_images",
     "load_image",
@@ -120,10 +122,8 @@ def _open(source: ImageSource, what: str) -> Image.Image:
             # Our own max_pixels check below replaces Pillow's warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(fp)
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(
-            f"{what}: refused as a possible decompression bomb ({exc}); nothing was decoded"
-        ) from exc
+    except Image.DecompressionBombError:
+        raise  # load_image re-reads the header without Pillow's limit and reports with its own limit
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{what}: not an image file, or a format Pillow cannot read") from exc
     except Exception as exc:  # noqa: BLE001 - crafted files make Pillow raise struct.error, IndexError, ...
@@ -195,31 +195,61 @@ def load_image(
     what = name or _describe(source)
     if max_side is not None and max_side < 1:
         raise ImageLoadError(f"{what}: max_side must be a positive number of pixels, got {max_side}")
-    notices: list[str] = []
     if isinstance(source, Image.Image):
         img = source
     else:
         pil_limit = Image.MAX_IMAGE_PIXELS
         if max_pixels is None or (pil_limit is not None and max_pixels > 2 * pil_limit):
-            # Pillow's own open-time bomb check (2 x MAX_IMAGE_PIXELS) would refuse what the caller allows;
-            # our header check below replaces it.
-            with _PIL_LIMIT_LOCK:
-                old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    img = _open(source, what)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = old
+            img = _open_without_pillow_limit(source, what)
         else:
-            img = _open(source, what)
+            try:
+                img = _open(source, what)
+            except Image.DecompressionBombError:
+                # Over Pillow's own open-time limit (2 x MAX_IMAGE_PIXELS): read the header again without it
+                # so that the refusal below states the size and *our* limit (one consistent message).
+                img = _open_without_pillow_limit(source, what)
+    # Close what we opened (animations keep their file open for seeking) unless the caller gave it to us.
+    opened = img if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) else None
+    try:
+        result = _load_opened(img, source, what, max_pixels, max_side, min_side)
+    except BaseException:
+        if opened is not None:
+            opened.close()
+        raise
+    if opened is not None and result is not opened:
+        opened.close()
+    return result
+
+
+def _open_without_pillow_limit(source: ImageSource, what: str) -> Image.Image:
+    """:func:`_open` with Pillow's open-time bomb check off (our header check in load_image replaces it)."""
+    with _PIL_LIMIT_LOCK:
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return _open(source, what)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+def bomb_message(what: str, width: int, height: int, max_pixels: int) -> str:
+    """The one message for an image refused as a possible decompression bomb (CLI, app and library)."""
+    return (
+        f"{what}: the image declares {width}x{height} = {width * height / 1e6:.1f} megapixels, more than the "
+        f"limit of {max_pixels / 1e6:.1f} MP; refused as a possible decompression bomb (nothing was decoded). "
+        "Downscale it first, or raise the limit if you trust it (stylize.py / app.py: --max-pixels N; "
+        "wct.io.load_image: max_pixels=N)."
+    )
+
+
+def _load_opened(img: Image.Image, source: ImageSource, what: str, max_pixels: int | None,
+                 max_side: int | None, min_side: int | None) -> Image.Image:
+    """The part of :func:`load_image` after the header was read (``img`` is closed by the caller)."""
+    notices: list[str] = []
     w, h = img.size
     if w < 1 or h < 1:
         raise ImageLoadError(f"{what}: the image has no pixels ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageLoadError(
-            f"{what}: the image declares {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the limit of "
-            f"{max_pixels / 1e6:.1f} MP; refused as a possible decompression bomb (nothing was decoded). "
-            "Downscale it first, or raise max_pixels if you trust it."
-        )
+        raise ImageLoadError(bomb_message(what, w, h, max_pixels))
     n_frames = getattr(img, "n_frames", 1)
     if getattr(img, "is_animated", False) or n_frames > 1:
         img.seek(0)
@@ -234,7 +264,8 @@ def load_image(
         img = ImageOps.exif_transpose(img) or img
         img = _to_rgb(img)
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{what}: refused as a possible decompression bomb ({exc})") from exc
+        limit = max_pixels if max_pixels is not None else w * h - 1  # only Pillow's check can get here
+        raise ImageLoadError(bomb_message(what, w, h, limit)) from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure on a user's file is reported, not raised
         hint = " (the file is truncated or corrupt)" if not isinstance(exc, MemoryError) else ""
         raise ImageLoadError(f"{what}: cannot decode the image{hint}: {exc}") from exc
@@ -328,11 +359,27 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     )
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where possible (``/proc``), else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _PIL_LIMIT_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def save_image(img: Image.Image, path: str | os.PathLike, *, quality: int = 95) -> Path:
     """Write ``img`` atomically (temporary file, then ``os.replace``); format from the extension.
 
     JPEG is written with ``quality`` and 4:4:4 chroma; alpha is dropped for formats without it.
-    Creates missing parent folders. Returns the path.
+    Creates missing parent folders; the file gets the usual permissions (``0666 & ~umask``, e.g. 0644).
+    Returns the path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +394,8 @@ def save_image(img: Image.Image, path: str | os.PathLike, *, quality: int = 95) 
         kwargs = {"quality": quality}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp creates 0600; give the output the usual 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt, **kwargs)
         os.replace(tmp, path)

@@ -133,6 +133,29 @@ def test_animation_uses_first_frame_with_notice(tmp_path, ext):
     assert any("3 frames" in n for n in out.info["notices"])
 
 
+@pytest.mark.parametrize("kind", ["anim", "bomb", "corrupt"])
+def test_no_file_is_left_open(tmp_path, kind):
+    # An animation keeps its file open for seeking: load_image must close it (no ResourceWarning leak)
+    import gc
+
+    path = tmp_path / "f.gif"
+    if kind == "anim":
+        frames = [Image.new("P", (16, 16), i) for i in range(3)]
+        frames[0].save(path, save_all=True, append_images=frames[1:])
+    elif kind == "bomb":
+        path.write_bytes(_png(20000, 20000, 8, 2, None))
+    else:
+        path.write_bytes(_png(16, 16, 8, 2, b"\x00" * 7))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            load_image(path)
+        except ImageLoadError:
+            pass
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 # ----------------------------------------------------------------------------------------- bombs
 def test_decompression_bomb_refused_before_decoding(tmp_path):
     # Header declares 20000 x 20000 RGB (1.2 GB decoded); the data is not even there.
@@ -163,6 +186,25 @@ def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000  # restored
     with pytest.raises(ImageLoadError, match="100x100"):
         load_image(tmp_path / "big.png", max_pixels=5000)
+
+
+@pytest.mark.parametrize("source", ["path", "bytes", "fileobj"])
+def test_bomb_over_pillows_limit_gets_our_message_and_limit(tmp_path, source):
+    # 100000 x 100000 exceeds Pillow's own open-time limit: the message must still be ours, with our limit
+    import io
+
+    from wct.io import DEFAULT_MAX_PIXELS
+
+    data = _png(100000, 100000, 8, 2, None)
+    (tmp_path / "huge.png").write_bytes(data)
+    src = {"path": tmp_path / "huge.png", "bytes": data, "fileobj": io.BytesIO(data)}[source]
+    with pytest.raises(ImageLoadError) as info:
+        load_image(src)
+    msg = str(info.value)
+    assert "100000x100000" in msg and f"{DEFAULT_MAX_PIXELS / 1e6:.1f} MP" in msg
+    assert "--max-pixels" in msg and "178956970" not in msg and "exceeds limit" not in msg
+    with pytest.raises(ImageLoadError, match=r"limit of 0\.0 MP"):
+        load_image(_png(300, 300, 8, 2, None), max_pixels=1)
 
 
 # ----------------------------------------------------------------------------------------- broken files
@@ -308,3 +350,18 @@ def test_resize_crop_save(tmp_path):
     assert [p.name for p in (tmp_path / "deep").iterdir()] == ["o.jpg"]  # no temporary file left
     with pytest.raises(ValueError, match="extension"):
         save_image(img, tmp_path / "o.xyz")
+
+
+def test_saved_files_get_umask_permissions(tmp_path):
+    # mkstemp creates 0600 files; outputs must be 0666 & ~umask like any other program's
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = save_image(Image.new("RGB", (4, 4)), tmp_path / "o.png")
+        assert os.stat(out).st_mode & 0o777 == 0o644
+        os.umask(0o027)
+        out = save_image(Image.new("RGB", (4, 4)), tmp_path / "p.png")
+        assert os.stat(out).st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
