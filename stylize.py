@@ -8,6 +8,11 @@ Examples::
     python stylize.py --content big.tif --style s.jpg --model monet --tile 1024 --output out/
 
 Outputs are ``<output>/<content>_stylized_<style>.<ext>`` (sub-folders of a content folder are mirrored).
+Names never clash silently: when two contents (or two styles) would give the same output name, e.g.
+``chelsea.jpg`` and ``chelsea.png`` with ``--ext png``, their names keep the source extension
+(``chelsea.jpg_stylized_<style>.png``, ``chelsea.png_stylized_<style>.png``); the same file name given twice
+gets ``-2``, ``-3``, ...; a note lists the renamed files. An output folder inside a content folder is left
+out of the content search (so a second run does not stylise the outputs of the first).
 Every content image is stylised with every style (or once with the interpolation of all styles when
 ``--style-weights`` is given). Files that fail are listed at the end and the exit status is 1; a bad
 command line or an unusable model exits with 2.
@@ -35,12 +40,26 @@ AUTO_TILE_ABOVE = 2048
 AUTO_TILE = 1024
 
 
+#: wct.io.DEFAULT_MAX_PIXELS (not imported here so that ``--help`` does not import torch; a test checks it).
+_DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where the help text does not already state its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False or action.default == []:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stylize.py`` argument parser (every option documented in its help text)."""
     p = argparse.ArgumentParser(
         prog="stylize.py",
         description="Stylise content images with the colour-transfer engine or an SVD-WCT network.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--content", nargs="+", required=True, metavar="FILE|DIR",
                    help="content image files and/or folders (searched recursively)")
@@ -68,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="centre-crop contents and styles to squares of --content-size / --style-size")
     p.add_argument("--max-size", type=int, default=0,
                    help="downscale contents whose longer side exceeds this (0 = no limit; see --tile)")
+    p.add_argument("--max-pixels", type=int, default=_DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images whose header declares more than N pixels (width x height) as possible "
+                        "decompression bombs, before decoding (0 = no limit)")
     p.add_argument("--ext", default=None, choices=SAVE_EXTS,
                    help="output format (default: the content's own if in the list, else png)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -84,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="high resolution: stylise in tiles of this many px (multiple of 4, >= 32) with "
                         f"global statistics (network engine; 0 = automatic: {AUTO_TILE} px tiles for "
                         f"contents longer than {AUTO_TILE_ABOVE} px, whole image otherwise)")
-    p.add_argument("--tile-overlap", type=int, default=64, help="overlap of neighbouring tiles in px")
+    p.add_argument("--tile-overlap", type=int, default=None,
+                   help="overlap of neighbouring tiles in px, in [0, tile/2) (default: 64, or tile/4 for tiles "
+                        "under 256 px)")
     p.add_argument("--tile-stats", default="thumbnail", choices=("thumbnail", "exact"),
                    help="statistics for tiles: from a 1024 px thumbnail, or exact full-resolution ones "
                         "(one extra pass over the tiles per normalisation layer)")
@@ -100,15 +124,30 @@ class _Content:
     rel: Path  # output sub-path (without suffix) relative to --output
 
 
-def _expand(items: list[str], what: str, failures: list[tuple[str, str]]) -> list[tuple[Path, Path]]:
-    """Files and folders -> [(file, relative stem path)]; missing entries become failures."""
+def _expand(items: list[str], what: str, failures: list[tuple[str, str]],
+            exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """Files and folders -> [(file, relative stem path)]; missing entries become failures.
+
+    Files found in a folder are skipped when they lie inside ``exclude`` (the output folder, so that an
+    output folder inside a content folder is not stylised again on the next run); when ``exclude`` *is*
+    the folder, earlier outputs (``*_stylized_*``) are skipped instead. Files named explicitly are kept.
+    """
     from wct.io import list_images
 
+    ex = exclude.resolve() if exclude is not None else None
     out: list[tuple[Path, Path]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
             files = list_images(p)
+            if ex is not None:
+                root = p.resolve()
+                kept = [f for f in files
+                        if not (f.resolve().is_relative_to(ex) and (ex != root or "_stylized_" in f.stem))]
+                if len(kept) < len(files):
+                    print(f"note: {len(files) - len(kept)} file(s) in '{p}' skipped: they are in the output "
+                          f"folder '{exclude}' (earlier outputs)", file=sys.stderr)
+                files = kept
             if not files:
                 failures.append((str(p), f"no {what} images found in this folder"))
             out += [(f, f.relative_to(p).with_suffix("")) for f in files]
@@ -119,10 +158,11 @@ def _expand(items: list[str], what: str, failures: list[tuple[str, str]]) -> lis
     return out
 
 
-def _prepare_image(path: Path, size: int, crop: bool, max_size: int, min_side: int) -> Image.Image:
+def _prepare_image(path: Path, size: int, crop: bool, max_size: int, min_side: int,
+                   max_pixels: int | None = _DEFAULT_MAX_PIXELS) -> Image.Image:
     from wct.io import center_crop, load_image, resize_shorter_side
 
-    img = load_image(path, max_side=max_size or None)
+    img = load_image(path, max_side=max_size or None, max_pixels=max_pixels)
     if size:
         img = resize_shorter_side(img, size)
         if crop:
@@ -184,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail_usage("--crop needs --content-size (the square size)")
     if args.tile and (args.tile < 32 or args.tile % 4):
         return fail_usage(f"--tile must be 0 or a multiple of 4 >= 32, got {args.tile}")
+    tile_px = args.tile or AUTO_TILE  # the tile size used when tiling (automatic tiling: AUTO_TILE)
+    if args.tile_overlap is None:
+        args.tile_overlap = min(64, tile_px // 4)
+    elif not 0 <= args.tile_overlap < tile_px / 2:
+        return fail_usage(f"--tile-overlap must be in [0, tile/2) = [0, {tile_px / 2:g}) for "
+                          f"{'--tile' if args.tile else 'the automatic tile of'} {tile_px} px, "
+                          f"got {args.tile_overlap}")
+    if args.max_pixels < 0:
+        return fail_usage(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
+    max_pixels = args.max_pixels or None
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     if args.threads < 0:
@@ -209,24 +259,27 @@ def main(argv: list[str] | None = None) -> int:
               "--tile-stats exact measures the full-resolution statistics", file=sys.stderr)
     elif args.tile and engine.kind == "color" and not args.quiet:
         print("note: the colour engine is pointwise; --tile is ignored", file=sys.stderr)
-    contents = [_Content(f, rel) for f, rel in _expand(args.content, "content", failures)]
+    out_dir = Path(args.output)
+    contents = [_Content(f, rel) for f, rel in _expand(args.content, "content", failures, exclude=out_dir)]
+    contents = _unique_outputs(contents, out_dir, args.ext)
     style_files = _expand(args.style, "style", failures)
+    style_names = _unique_names([f for f, _ in style_files], [_label(f.stem) for f, _ in style_files], "style")
     if args.mask is not None and not Path(args.mask).is_file():
         return fail_usage(f"--mask '{args.mask}': no such file")
 
     # ---- styles: statistics computed once
     styles = []  # (label, PreparedStyle)
     style_imgs: list[tuple[str, Image.Image | int]] = []
-    for f, _ in style_files:
+    for (f, _), style_name in zip(style_files, style_names, strict=True):
         try:
-            img = load_image(f)
+            img = load_image(f, max_pixels=max_pixels)
             if args.style_size:
                 from wct.io import center_crop, resize_shorter_side
 
                 img = resize_shorter_side(img, args.style_size)
                 if args.crop:
                     img = center_crop(img, args.style_size)
-            style_imgs.append((f.stem, img))
+            style_imgs.append((style_name, img))
         except (ImageLoadError, ValueError) as e:
             failures.append((str(f), str(e)))
     if not args.style:
@@ -255,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     if not contents:
         return _summary(0, failures, "no content image")
 
-    out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = 0
     bar = tqdm(total=len(contents) * len(styles), unit="img", disable=args.quiet, dynamic_ncols=True)
@@ -264,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                img = _prepare_image(item.path, args.content_size, args.crop, args.max_size, engine.min_side)
+                img = _prepare_image(item.path, args.content_size, args.crop, args.max_size, engine.min_side,
+                                     max_pixels)
             for w in caught:
                 tqdm.write(f"note: {w.message}", file=sys.stderr)
             return item, img
@@ -276,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         pending = [c for c in contents
                    if not all(_out_path(out_dir, c.rel, lab, args.ext, c.path).exists() for lab, _ in styles)]
         bar.update((len(contents) - len(pending)) * len(styles))
+        if not args.quiet or len(pending) < len(contents):
+            tqdm.write(f"--skip-existing: skipped {len(contents) - len(pending)} of {len(contents)} content "
+                       "file(s) whose outputs all exist", file=sys.stderr)
     saves: list[tuple[str, Future]] = []
     auto_tile_noted = False
     t0 = time.perf_counter()
@@ -333,6 +389,56 @@ def main(argv: list[str] | None = None) -> int:
     return _summary(ok, failures)
 
 
+def _unique_names(srcs: list[Path], names: list[str], what: str) -> list[str]:
+    """Make ``names`` (compared case-insensitively) unique: a name shared by sources with different file
+    names becomes the source's file name with its extension (``chelsea.jpg``, ``chelsea.png``); a name
+    still shared (the same file name twice) gets ``-2``, ``-3``, ... A note lists what was renamed."""
+    def dups(ns: list[str]) -> set[str]:
+        seen: dict[str, int] = {}
+        for n in ns:
+            seen[n.lower()] = seen.get(n.lower(), 0) + 1
+        return {k for k, v in seen.items() if v > 1}
+
+    clash = dups(names)
+    if not clash:
+        return names
+    file_names: dict[str, set[str]] = {}
+    for n, src in zip(names, srcs, strict=True):
+        file_names.setdefault(n.lower(), set()).add(src.name.lower())
+    # the extension tells chelsea.jpg from chelsea.png; the same file name twice only gets a number
+    out = [str(Path(n).with_name(src.name)) if n.lower() in clash and len(file_names[n.lower()]) > 1 else n
+           for n, src in zip(names, srcs, strict=True)]
+    taken = {n.lower() for n in out}
+    counts: dict[str, int] = {}
+    for i, n in enumerate(out):
+        k = n.lower()
+        counts[k] = counts.get(k, 0) + 1
+        if counts[k] > 1:
+            j = counts[k]
+            while f"{n}-{j}".lower() in taken:
+                j += 1
+            out[i] = f"{n}-{j}"
+            taken.add(out[i].lower())
+    renamed = [f"'{s}' -> {n}" for s, n, o in zip(srcs, out, names, strict=True) if n != o]
+    print(f"note: {what} files share an output name; their names keep the source extension "
+          f"(then -2, -3, ...): {', '.join(renamed)}", file=sys.stderr)
+    return out
+
+
+def _unique_outputs(contents: list[_Content], out_dir: Path, ext: str | None) -> list[_Content]:
+    """Contents whose outputs would overwrite each other (``chelsea.jpg`` and ``chelsea.png`` with
+    ``--ext png``, or the same name given twice) are renamed by :func:`_unique_names`."""
+    # "<rel>_stylized_.<ext>": the output name without the style decides a clash (for every style alike)
+    keys = [_out_path(out_dir, c.rel, "", ext, c.path).as_posix().lower() for c in contents]
+    clash = {k for k in keys if keys.count(k) > 1}
+    if not clash:
+        return contents
+    idx = [i for i, k in enumerate(keys) if k in clash]
+    names = iter(_unique_names([contents[i].path for i in idx], [contents[i].rel.as_posix() for i in idx],
+                               "content"))
+    return [_Content(c.path, Path(next(names))) if k in clash else c for c, k in zip(contents, keys, strict=True)]
+
+
 def _label(name: str) -> str:
     return name.replace(" #", "-").replace(" ", "-")
 
@@ -343,6 +449,7 @@ def _summary(ok: int, failures: list[tuple[str, str]], why: str | None = None) -
     if failures:
         print(f"\n{len(failures)} failure(s):", file=sys.stderr)
         for src, msg in failures:
+            msg = msg.removeprefix(f"'{src}': ").removeprefix(f"'{src}' ")  # wct.io messages name the file
             print(f"  {src}: {msg}", file=sys.stderr)
     return 1 if failures or why else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_style_bank_interpolation_mask_tile(data, tmp_path):
     assert Image.open(out / "c0_stylized_s1.png").size == (48, 40)
 
 
-def test_sizes_crop_skip_existing(data, tmp_path):
+def test_sizes_crop_skip_existing(data, tmp_path, capsys):
     c = str(data / "content" / "sub" / "tall.jpg")
     args = ["--content", c, "--style", str(data / "s1.png"), "--model", "color", "--quiet"]
     assert stylize.main(args + ["--output", str(tmp_path / "a"), "--content-size", "20", "--ext", "png"]) == 0
@@ -139,6 +140,7 @@ def test_sizes_crop_skip_existing(data, tmp_path):
     Image.new("RGB", (5, 5)).save(target)
     assert stylize.main(args + ["--output", str(tmp_path / "b"), "--ext", "png", "--skip-existing"]) == 0
     assert Image.open(target).size == (5, 5)
+    assert "skipped 1 of 1 content file(s)" in capsys.readouterr().err
     # too small for the network: a failure with a clear message, not a crash
     assert stylize.main(["--content", c, "--style", str(data / "s1.png"), "--model",
                          str(data / "ckpt" / "tiny.safetensors"), "--content-size", "8",
@@ -153,12 +155,90 @@ def test_sizes_crop_skip_existing(data, tmp_path):
         (["--model", "color", "--crop"], "--crop needs --content-size"),
         (["--model", "color", "--alpha", "2"], "--alpha must be in [0, 1]"),
         (["--model", "color", "--tile", "30"], "multiple of 4"),
+        (["--model", "color", "--tile", "128", "--tile-overlap", "64"], "--tile-overlap must be in [0, tile/2)"),
+        (["--model", "color", "--tile-overlap", "-1"], "--tile-overlap must be in"),
+        (["--model", "color", "--max-pixels", "-5"], "--max-pixels must be >= 0"),
     ],
 )
 def test_usage_errors_exit_2(data, tmp_path, capsys, extra, message):
     rc = stylize.main(["--content", str(data / "content" / "c0.png"), "--style", str(data / "s1.png"),
                        "--output", str(tmp_path / "x"), "--quiet"] + extra)
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_small_tile_gets_a_fitting_default_overlap(data, tmp_path):
+    # --tile 128 with the old fixed 64 px default overlap failed on every image
+    ck = str(data / "ckpt" / "tiny.safetensors")
+    _img((200, 140), 40).save(tmp_path / "wide.png")
+    out = tmp_path / "o"
+    assert stylize.main(["--content", str(tmp_path / "wide.png"), "--style", str(data / "s1.png"), "--tile",
+                         "128", "--output", str(out), "--model", ck, "--quiet"]) == 0
+    assert Image.open(out / "wide_stylized_s1.png").size == (200, 140)
+
+
+def test_clashing_output_names_are_made_unique(data, tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    _img((48, 40), 1).save(d / "chelsea.jpg")
+    _img((48, 40), 2).save(d / "chelsea.png")
+    _img((48, 40), 3).save(d / "cat.png")
+    (tmp_path / "s").mkdir()
+    _img((32, 32), 4).save(tmp_path / "s" / "a.png")
+    _img((32, 32), 5).save(tmp_path / "s" / "a.jpg")
+    out = tmp_path / "out"
+    rc = stylize.main(["--content", str(d), str(d / "cat.png"), "--style", str(tmp_path / "s"), "--output",
+                       str(out), "--model", "color", "--ext", "png", "--quiet"])
+    assert rc == 0
+    assert _names(out) == sorted(f"{c}_stylized_{s}.png" for c in ["cat", "cat-2", "chelsea.jpg", "chelsea.png"]
+                                 for s in ["a.jpg", "a.png"])
+    assert "share an output name" in capsys.readouterr().err
+    # without --ext the extensions differ (jpg / png): the plain names are kept
+    out = tmp_path / "out2"
+    assert stylize.main(["--content", str(d), "--style", str(tmp_path / "s" / "a.png"), "--output", str(out),
+                         "--model", "color", "--quiet"]) == 0
+    assert _names(out) == ["cat_stylized_a.png", "chelsea_stylized_a.jpg", "chelsea_stylized_a.png"]
+
+
+def test_output_folder_inside_content_folder_is_not_restylised(data, tmp_path, capsys):
+    d = tmp_path / "p"
+    d.mkdir()
+    _img((48, 40), 1).save(d / "c.jpg")
+    args = ["--content", str(d), "--style", str(data / "s1.png"), "--model", "color", "--quiet"]
+    for _ in range(2):
+        assert stylize.main(args + ["--output", str(d / "out")]) == 0
+    assert _names(d) == ["c.jpg", "out/c_stylized_s1.jpg"]
+    assert "skipped" in capsys.readouterr().err
+    for _ in range(2):  # output folder = content folder: earlier outputs are skipped
+        assert stylize.main(args + ["--output", str(d)]) == 0
+    assert _names(d) == ["c.jpg", "c_stylized_s1.jpg", "out/c_stylized_s1.jpg"]
+
+
+def test_max_pixels_option_and_messages(data, tmp_path, capsys):
+    d = tmp_path / "bad"
+    d.mkdir()
+    _img((48, 40), 1).save(d / "c.png")
+    (d / "empty.jpg").write_bytes(b"")
+    rc = stylize.main(["--content", str(d), "--style", str(data / "s1.png"), "--output", str(tmp_path / "o"),
+                       "--model", "color", "--max-pixels", "1500", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "2 failure(s)" in err  # the style (32x32) is under the limit, the 48x40 content not
+    assert "48x40" in err and "limit of 0.0 MP" in err and "--max-pixels" in err
+    assert f"{d / 'empty.jpg'}: the file is empty" in err and f"'{d / 'empty.jpg'}'" not in err  # path once
+    rc = stylize.main(["--content", str(d / "c.png"), "--style", str(data / "s1.png"), "--output",
+                       str(tmp_path / "o"), "--model", "color", "--max-pixels", "0", "--quiet"])
+    assert rc == 0
+    from wct.io import DEFAULT_MAX_PIXELS
+
+    assert stylize._DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
+
+
+def test_help_states_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        stylize.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert not re.search(r"\(default[^)]*\) \(default", out)  # e.g. --alpha states its own default
+    assert "(default: 512)" in out and "--max-pixels" in out
 
 
 def test_color_without_style_and_missing_files(data, tmp_path, capsys):
