@@ -235,7 +235,7 @@ def build_demo(
     notes: Sequence[str] = (),
     concurrency_limit: int = 1,
     max_resolution: int = 1024,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     tile_above: int = 1024,
     examples: bool | tuple[Sequence[Path], Sequence[Path]] = True,
     title: str = "SVD-WCT style transfer",
@@ -250,7 +250,8 @@ def build_demo(
         concurrency_limit: how many stylisations run at the same time (the others queue), >= 1.
         max_resolution: default of the "Max resolution" slider: the content's longer side is reduced to
             this many pixels (in [64, 4096]); the style image is reduced to the same limit.
-        max_pixels: uploads whose header declares more pixels are refused before decoding.
+        max_pixels: uploads whose header declares more pixels are refused before decoding (``None``: no
+            limit).
         tile_above: network engines stylise contents whose longer side exceeds this in tiles of this size
             with global statistics (``models.inference``), so memory stays bounded.
         examples: ``True`` for the built-in examples (:func:`make_examples`), ``False`` for none, or
@@ -439,8 +440,13 @@ def build_demo(
     return demo
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python app.py [--host H] [--port P] [--share] [--device D] ...``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python app.py [--host H] [--port P] [--share] [--device D] ...``.
+
+    Returns:
+        Exit status once the server stops: 0, or 2 when the server cannot start (e.g. the port is taken).
+        Usage errors exit with 2 through ``argparse``.
+    """
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
@@ -453,7 +459,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="stylisations running at the same time")
     p.add_argument("--max-resolution", type=int, default=1024, help="default max side of the content (px)")
     p.add_argument("--no-examples", action="store_true", help="do not write/show the example images")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse uploads whose header declares more than N pixels (width x height) as possible "
+                        "decompression bombs, before decoding (0 = no limit)")
     args = p.parse_args(argv)
+    if args.max_pixels < 0:
+        p.error(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
     if args.concurrency < 1:
         p.error(f"--concurrency must be >= 1, got {args.concurrency}")
     if not MIN_RESOLUTION <= args.max_resolution <= MAX_RESOLUTION:
@@ -471,9 +482,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     for note in notes:
         log.warning(note.replace("**", "").replace("`", ""))
     demo = build_demo(engines, notes=notes, concurrency_limit=args.concurrency,
-                      max_resolution=args.max_resolution, examples=not args.no_examples)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
-                ssr_mode=False, mcp_server=False, max_file_size="100mb", footer_links=["api"])
+                      max_resolution=args.max_resolution, max_pixels=args.max_pixels or None,
+                      examples=not args.no_examples)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                    ssr_mode=False, mcp_server=False, max_file_size="100mb", footer_links=["api"])
+    except OSError as e:  # gradio: "Cannot find empty port in range: ..." (port taken), bad --host, ...
+        reason = str(e).split(". You can specify")[0]  # drop gradio's GRADIO_SERVER_PORT advice
+        print(f"app.py: error: cannot serve on {args.host}:{args.port} ({reason}); the port may be in use by "
+              f"another program: choose another one with --port N", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -379,3 +379,33 @@ def test_main_defaults_to_localhost_7860_without_share(monkeypatch, tmp_path):
     assert seen["server_name"] == "0.0.0.0" and seen["server_port"] == 8123 and seen["share"] is True
     with pytest.raises(SystemExit):
         app.main(["--checkpoint-dir", str(tmp_path), "--concurrency", "0"])
+
+
+def test_main_port_in_use_is_a_clear_error(tmp_path, capsys):
+    # gradio's raw OSError (advising GRADIO_SERVER_PORT) becomes one line naming the port, exit status 2
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        rc = app.main(["--checkpoint-dir", str(tmp_path), "--no-examples", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"127.0.0.1:{port}" in err and "--port N" in err and "GRADIO_SERVER_PORT" not in err
+
+
+def test_main_max_pixels_reaches_the_app(monkeypatch, tmp_path):
+    seen = {}
+    real = app.build_demo
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app, "build_demo", spy)
+    monkeypatch.setattr(app.gr.Blocks, "launch", lambda self, **kw: None)
+    assert app.main(["--checkpoint-dir", str(tmp_path), "--no-examples", "--max-pixels", "1234"]) == 0
+    assert seen["max_pixels"] == 1234
+    assert app.main(["--checkpoint-dir", str(tmp_path), "--no-examples", "--max-pixels", "0"]) == 0
+    assert seen["max_pixels"] is None
+    with pytest.raises(SystemExit):
+        app.main(["--checkpoint-dir", str(tmp_path), "--max-pixels", "-1"])
