@@ -140,8 +140,10 @@ def test_no_file_is_left_open(tmp_path, kind):
 
     path = tmp_path / "f.gif"
     if kind == "anim":
-        frames = [Image.new("P", (16, 16), i) for i in range(3)]
-        frames[0].save(path, save_all=True, append_images=frames[1:])
+        frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+        with Image.open(path) as im:
+            assert im.n_frames == 3
     elif kind == "bomb":
         path.write_bytes(_png(20000, 20000, 8, 2, None))
     else:
