@@ -140,8 +140,8 @@ def _expand(items: list[str], what: str, failures: list[tuple[str, str]],
         p = Path(item)
         if p.is_dir():
             files = list_images(p)
-            if ex is not None:
-                root = p.resolve()
+            root = p.resolve()
+            if ex is not None and ex.is_relative_to(root):  # the output folder is (inside) this folder
                 kept = [f for f in files
                         if not (f.resolve().is_relative_to(ex) and (ex != root or "_stylized_" in f.stem))]
                 if len(kept) < len(files):

@@ -211,6 +211,10 @@ def test_output_folder_inside_content_folder_is_not_restylised(data, tmp_path, c
     for _ in range(2):  # output folder = content folder: earlier outputs are skipped
         assert stylize.main(args + ["--output", str(d)]) == 0
     assert _names(d) == ["c.jpg", "c_stylized_s1.jpg", "out/c_stylized_s1.jpg"]
+    # a content folder inside the output folder is searched as usual
+    assert stylize.main(["--content", str(d / "out"), "--style", str(data / "s1.png"), "--model", "color",
+                         "--quiet", "--output", str(d)]) == 0
+    assert "c_stylized_s1_stylized_s1.jpg" in _names(d)
 
 
 def test_max_pixels_option_and_messages(data, tmp_path, capsys):
