@@ -25,6 +25,19 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Tiny tensors on a 2-core machine: two OpenMP threads spin against each other under load and made small
+    convolutions up to ~50x slower (inception_v3 at 75 px: 6.5 s vs 0.12 s per batch of 2).
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def artworks_mini() -> Path:
     """Path of ../shared/data/artworks-mini; skips the test when it is absent."""

@@ -28,14 +28,7 @@ def _write(path: Path, kind: str, rng: np.random.Generator, size: int = 40) -> N
     Image.fromarray(arr).save(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin against each other and make
-    inception_v3's small convolutions ~50x slower (measured: 6.5 s vs 0.12 s per 2-image batch at 75 px)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (see tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

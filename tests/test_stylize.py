@@ -19,12 +19,7 @@ from models.inference import Engine
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (see tests/conftest.py)
 
 
 def _img(size, seed) -> Image.Image:

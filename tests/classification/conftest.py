@@ -19,10 +19,7 @@ def tiny_config() -> TrainConfig:
     })
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine, OpenMP threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    """Every classification test module runs on one intra-op thread (see tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)

@@ -55,13 +55,7 @@ def _make_ckpt(path, *, transform="svd", n_res=1, bank=True, seed=0):
     return g
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription on a busy 2-core machine (20x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (see tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ import torch
 from wct.metrics import LPIPSDistance, Sharpness, load_state_dict_file, lpips_distance, sharpness
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: two OpenMP threads spin against each other on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (see tests/conftest.py)
 
 
 def _numpy_sharpness(img: np.ndarray) -> float:
