@@ -206,6 +206,9 @@ def _engines_markdown(engines: Mapping[str, Engine], notes: Sequence[str]) -> st
         bank = _style_bank_names(engine)
         what = "colour transfer (no weights)" if name == "color" else "SVD-WCT network"
         extra = f", style bank: {', '.join(bank)}" if bank else ""
+        status = getattr(engine, "status", "")
+        if status:
+            what += f" (**{status}**)"
         lines.append(f"`{name}` — {what}{extra}")
     text = "**Models available:** " + "; ".join(lines) if lines else "**No model available.**"
     if notes:

@@ -682,8 +682,11 @@ class NetworkEngine(Engine):
             raise ValueError(f"stats_size must be >= 16 px, got {stats_size}")
         self.stats_size, self.stats_mode = int(stats_size), stats_mode
         cfg = self.generator.config
+        #: free-text quality status from the model card (``extra["status"]`` of the checkpoint JSON), e.g.
+        #: "early CPU preview"; shown next to the model in the app. Empty when the checkpoint has none.
+        self.status = str(extra.get("status") or "")
         self.description = (f"SVD-WCT network '{self.name}' ({cfg.transform}, width {cfg.width}, "
-                            f"{len(self.style_names)} bank styles)")
+                            f"{len(self.style_names)} bank styles)" + (f" [{self.status}]" if self.status else ""))
         self._hooks = _Hooks(self.generator)
 
     def _bank_item(self, index: int) -> torch.Tensor:

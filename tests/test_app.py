@@ -409,3 +409,16 @@ def test_main_max_pixels_reaches_the_app(monkeypatch, tmp_path):
     assert seen["max_pixels"] is None
     with pytest.raises(SystemExit):
         app.main(["--checkpoint-dir", str(tmp_path), "--max-pixels", "-1"])
+
+
+def test_model_status_from_the_model_card_is_shown():
+    """A checkpoint's extra["status"] (e.g. an early preview) is shown next to the model name."""
+
+    class _Engine:
+        name, kind, style_names = "preview", "network", ["Preview #1"]
+        status = "early CPU preview: weaker than colour transfer"
+
+    text = app._engines_markdown({"preview": _Engine()}, [])
+    assert "early CPU preview: weaker than colour transfer" in text and "`preview`" in text
+    _Engine.status = ""
+    assert "preview:" not in app._engines_markdown({"preview": _Engine()}, []).lower()
