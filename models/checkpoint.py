@@ -166,6 +166,7 @@ def save_checkpoint(path: str | os.PathLike, nets: dict[str, Any], config: Any =
 
     Both files are written to temporary files in the target folder and moved into place with
     ``os.replace``; a shared random id in both lets :func:`load_checkpoint` detect a mismatched pair.
+    The files get the mode a plain ``open()`` would give (``0o666`` minus the umask, e.g. 0644).
 
     Raises:
         CheckpointError: a value that cannot be stored (sparse tensor, arbitrary object, bad config).
@@ -217,6 +218,9 @@ def save_checkpoint(path: str | os.PathLike, nets: dict[str, Any], config: Any =
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        mode = 0o666 & ~_umask()  # mkstemp creates 0600; give the files the mode open() would
+        os.chmod(tmp_st, mode)
+        os.chmod(tmp_js, mode)
         os.replace(tmp_st, st_path)
         os.replace(tmp_js, js_path)
     finally:
@@ -224,6 +228,13 @@ def save_checkpoint(path: str | os.PathLike, nets: dict[str, Any], config: Any =
             if os.path.exists(t):
                 os.unlink(t)
     return st_path, js_path
+
+
+def _umask() -> int:
+    """The process umask (``os.umask`` can only be read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_pickle(p: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -173,3 +175,14 @@ def test_missing_mismatched_and_unsupported(tmp_path):
     with pytest.raises(CheckpointError, match="sparse|dense"):
         save_checkpoint(tmp_path / "c", {}, None, {"t": torch.eye(3).to_sparse()})
     assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_get_the_umask_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        st, js = save_checkpoint(tmp_path / "m.safetensors", {"net": torch.nn.Linear(2, 2)})
+    finally:
+        os.umask(old)
+    for f in (st, js):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
