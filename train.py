@@ -24,7 +24,9 @@ Export the photo -> painting generator with a style bank (for the app and ``styl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_DIVERGED = 3
@@ -127,7 +129,34 @@ def resume_config(args: argparse.Namespace, cfg: dict) -> dict:
     return cfg
 
 
+@contextlib.contextmanager
+def one_line_warnings():
+    """Print warnings raised inside the block as one ``warning: MESSAGE`` line on stderr (no file name,
+    line number or source line; non-``UserWarning`` categories are named). Filters still apply, so
+    nothing is hidden that Python would show."""
+    old = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        kind = "" if category is UserWarning else f" [{category.__name__}]"
+        text = " ".join(str(message).split())
+        try:
+            print(f"warning: {text}{kind}", file=file or sys.stderr, flush=True)
+        except OSError:
+            pass
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
+
+
 def main(argv: list[str] | None = None) -> int:
+    with one_line_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
         a = _export_parser().parse_args(argv[1:])

@@ -209,16 +209,18 @@ class ImageList(Dataset):
     """Fixed list of image files with the deterministic test transform (held-out samples, style bank).
 
     Items: ``(tensor (3, crop_size, crop_size) in [-1, 1], path)``. Unreadable files are dropped at
-    construction with one warning each.
+    construction with one warning each and listed in ``skipped`` (``{path: reason}``).
     """
 
     def __init__(self, files: Sequence[str | Path], *, load_size: int, crop_size: int):
         io = _io()
         self.items: list[tuple[torch.Tensor, str]] = []
+        self.skipped: dict[str, str] = {}  # unreadable file -> reason (each also warned about)
         for f in files:
             try:
                 img = io.load_image(f)
             except (io.ImageLoadError, OSError, ValueError, SyntaxError) as err:
+                self.skipped[str(f)] = str(err)
                 warnings.warn(f"skipping unreadable image file {f}: {err}", stacklevel=2)
                 continue
             self.items.append((eval_transform(img, load_size=load_size, crop_size=crop_size), str(f)))

@@ -178,33 +178,64 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
     return cfg
 
 
+def _path_candidates(p: str) -> list[Path]:
+    """Where a configured data path is looked for: as given (absolute, or relative to the working
+    directory), then relative to the repository root (the parent of ``configs/``)."""
+    path = Path(os.path.expanduser(str(p)))
+    if path.is_absolute():
+        return [path]
+    return [Path.cwd() / path, REPO_ROOT / path]
+
+
 def _resolve_path(p: str | None) -> str | None:
     if p is None:
         return None
-    path = Path(os.path.expanduser(str(p)))
-    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path  # relative to the repository (e.g. ../shared/data/...)
-    return str(path.resolve())
+    cands = _path_candidates(p)
+    found = next((c for c in cands if c.exists()), cands[0])
+    return str(found.resolve())
+
+
+def _missing_path_error(key: str, p: str, hint: str) -> ValueError:
+    tried = list(dict.fromkeys(str(c.resolve()) for c in _path_candidates(p)))
+    where = tried[0] if len(tried) == 1 else " or ".join(tried)
+    return ValueError(f"{key}: '{p}' does not exist (tried {where}); {hint}")
 
 
 def resolve_config(cfg: dict) -> dict:
     """Validate the config and fill derived values (data folders, image size) in a copy.
 
-    Data paths are made absolute (a relative path is taken from the working directory, else from the
-    repository root). ``data.root`` supplies ``trainA``/``trainB``/``testA``/``testB`` for unset folders.
+    Data paths are made absolute: a relative path is taken from the working directory, else from the
+    repository root (the parent of ``configs/``, so ``../shared/data/...`` in a shipped config means a
+    ``shared/`` folder next to the checkout). ``data.root`` supplies ``trainA``/``trainB``/``testA``/``testB``
+    for unset folders.
 
     Raises:
-        ValueError: inconsistent values (no training folders, crop larger than load size, bad numbers).
+        ValueError: a configured data folder that does not exist (naming the paths tried), no training
+            folders, a crop smaller than the discriminator's minimum or larger than the load size, bad numbers.
     """
     cfg = copy.deepcopy(cfg)
     d = cfg["data"]
+    override = "pass data.root=/path/to/<pair> (a folder with trainA/ and trainB/) on the command line"
+    if d.get("root") is not None and not Path(_resolve_path(d["root"])).is_dir() and (
+            d.get("train_a") is None or d.get("train_b") is None):
+        raise _missing_path_error("data.root", d["root"], override + ", or --style-dir/--photo-dir")
     root = _resolve_path(d.get("root"))
     d["root"] = root
     for key, sub in (("train_a", "trainA"), ("train_b", "trainB"), ("test_a", "testA"), ("test_b", "testB")):
         if d.get(key) is None and root is not None and (Path(root) / sub).is_dir():
             d[key] = str(Path(root) / sub)
+        elif d.get(key) is not None and not Path(_resolve_path(d[key])).is_dir():
+            flag = {"train_a": " (--style-dir)", "train_b": " (--photo-dir)"}.get(key, "")
+            if Path(_resolve_path(d[key])).exists():
+                raise ValueError(f"data.{key}{flag}: {_resolve_path(d[key])} is not a folder")
+            raise _missing_path_error(f"data.{key}{flag}", d[key],
+                                      f"give an existing folder of images (override: data.{key}=/path/...)")
         d[key] = _resolve_path(d.get(key))
     if d["train_a"] is None or d["train_b"] is None:
+        if root is not None:
+            missing = [s for k, s in (("train_a", "trainA"), ("train_b", "trainB")) if d[k] is None]
+            raise ValueError(f"data.root {root} has no {' or '.join(m + '/' for m in missing)} folder "
+                             f"(CycleGAN layout <root>/{{trainA,trainB,testA,testB}}); {override}")
         raise ValueError(
             "no training data: give --style-dir PAINTINGS --photo-dir PHOTOS, or data.root (a folder with "
             "trainA/ and trainB/), or data.train_a and data.train_b")
@@ -235,7 +266,13 @@ def resolve_config(cfg: dict) -> dict:
         raise ValueError(f"name must use letters, digits, '.', '_' or '-', got {cfg['name']!r}")
     # Build the network configs now so that bad values fail before any data is read.
     _gen_config(cfg)
-    _dis_config(cfg)
+    dc = _dis_config(cfg)
+    min_px = 2 ** (dc.n_layers + dc.n_scales - 1)  # MultiScaleDiscriminator.min_size
+    if d["crop_size"] < min_px:
+        raise ValueError(
+            f"data.crop_size (--image-size) is {d['crop_size']} px; the discriminator (dis.n_layers="
+            f"{dc.n_layers}, dis.n_scales={dc.n_scales}) needs at least {min_px} px = 2**(n_layers + n_scales - 1): "
+            f"use --image-size {min_px} or more, or lower dis.n_layers / dis.n_scales")
     return cfg
 
 
@@ -953,14 +990,19 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
 
         writer = SummaryWriter(str(run_dir), purge_step=trainer.step if trainer.step > 0 else None)
     held = None
+    held_skipped: dict[str, str] = {}
     if is_main and held_a and held_b:
         k = min(len(held_a), len(held_b))
-        ia = ImageList(held_a[:k], load_size=d["load_size"], crop_size=d["crop_size"]).stack()
-        ib = ImageList(held_b[:k], load_size=d["load_size"], crop_size=d["crop_size"]).stack()
+        la = ImageList(held_a[:k], load_size=d["load_size"], crop_size=d["crop_size"])
+        lb = ImageList(held_b[:k], load_size=d["load_size"], crop_size=d["crop_size"])
+        held_skipped = {**la.skipped, **lb.skipped}
+        ia, ib = la.stack(), lb.stack()
         k = min(len(ia), len(ib))
         held = (ia[:k], ib[:k]) if k else None
 
     reporter = BadFileReporter()
+    if held_skipped:  # unreadable held-out images were warned about by ImageList; list them too
+        reporter.seen.update({k: v for k, v in held_skipped.items() if k not in reporter.seen})
     max_steps = int(t_cfg["max_steps"])
     sitting = {"start_step": trainer.step, "end_step": trainer.step, "wall_s": 0.0,
                "hardware": _hardware(device, world),
@@ -1004,7 +1046,8 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
             "nonfinite_steps": trainer.nonfinite_total, "amp_overflow_steps": trainer.amp_overflows,
             "wall_time_s": round(wall_before + now, 1),
             "sec_per_step_this_sitting": round(now / steps_this, 4) if steps_this else None,
-            "hardware": sitting["hardware"], "world_size": world, "amp": str(trainer.amp_dtype),
+            "hardware": sitting["hardware"], "world_size": world,
+            "amp": None if trainer.amp_dtype is None else str(trainer.amp_dtype),
             "bad_files": sorted(reporter.seen), "last_losses": last,
             "sittings": sittings, "torch": torch.__version__, "final": final,
         }

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,8 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     run = tmp_path / "out" / "run"
     assert summary["status"] == "completed" and summary["success"] is True
     assert summary["steps_done"] == 4 and summary["nonfinite_steps"] == 0
-    assert json.loads((run / "summary.json").read_text())["steps_done"] == 4
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["steps_done"] == 4 and saved["amp"] is None  # JSON null, not the string "None"
     assert [s for s, _ in find_checkpoints(run / "checkpoints")] == [2, 4]  # keep_last=2
     assert (run / "samples" / "step_00000004.png").is_file()
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
@@ -206,15 +208,18 @@ def test_corrupt_and_odd_files_train_and_warn_exactly(tmp_path):
     (a / "zero.png").write_bytes(b"")
     (a / "readme.txt").write_text("a text file")
     b = _write_images(tmp_path / "B", 4, 4)
+    ta, tb = _write_images(tmp_path / "TA", 1, 5), _write_images(tmp_path / "TB", 2, 6)
+    (ta / "held_zero.png").write_bytes(b"")  # an unreadable held-out image is listed too
     cfg = _config(a, b, tmp_path / "out", steps=8, extra=["data.holdout=0", "train.sample_every=100",
-                                                         "data.shuffle=false"])
+                                                         "data.shuffle=false", f"data.test_a={ta}",
+                                                         f"data.test_b={tb}"])
     with pytest.warns(UserWarning, match="unreadable image file") as rec:
         summary = fit(cfg, log=lambda *_: None)
     assert summary["status"] == "completed" and summary["nonfinite_steps"] == 0
     warned = sorted(Path(str(w.message).split("skipping unreadable image file ")[1].split(":")[0]).name
                     for w in rec if "unreadable image file" in str(w.message))
-    assert warned == ["truncated.jpg", "zero.png"]
-    assert sorted(Path(p).name for p in summary["bad_files"]) == ["truncated.jpg", "zero.png"]
+    assert warned == ["held_zero.png", "truncated.jpg", "zero.png"]
+    assert sorted(Path(p).name for p in summary["bad_files"]) == ["held_zero.png", "truncated.jpg", "zero.png"]
 
 
 def test_config_files_are_complete_and_commented():
@@ -260,6 +265,48 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="divisible"):
         resolve_config(apply_overrides(load_config(), ["data.train_a=.", "data.train_b=.", "gen.groups=7"]))
     assert train.main(["--config", str(bad)]) == 2
+
+
+def test_missing_data_folders_are_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ROOT / "configs" / "monet2photo.yaml")
+    with pytest.raises(ValueError, match=r"data.root: 'nowhere/monet' does not exist \(tried .*nowhere/monet"
+                                         r".* or .*nowhere/monet\); pass data.root=/path/"):
+        resolve_config(apply_overrides(cfg, ["data.root=nowhere/monet"]))
+    (tmp_path / "pair").mkdir()
+    with pytest.raises(ValueError, match="has no trainA/ or trainB/ folder"):
+        resolve_config(apply_overrides(load_config(), [f"data.root={tmp_path / 'pair'}"]))
+    # --style-dir that does not exist: a clean error and rc 2, no traceback
+    a = _write_images(tmp_path / "photos", 1, 0)
+    assert train.main(["--style-dir", str(tmp_path / "nope"), "--photo-dir", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.train_a (--style-dir):") and "does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_image_size_below_discriminator_minimum_is_refused_first(tmp_path, capsys):
+    a, b = _write_images(tmp_path / "A", 1, 0), _write_images(tmp_path / "B", 1, 1)
+    rc = train.main(["--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path / "o"),
+                     "--image-size", "32"])
+    assert rc == 2 and not (tmp_path / "o").exists()  # nothing created
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.crop_size (--image-size) is 32 px") and "at least 64 px" in err
+    cfg = apply_overrides(load_config(), [f"data.train_a={a}", f"data.train_b={b}", "data.crop_size=32",
+                                          "data.load_size=36", "dis.n_layers=2", "dis.n_scales=2"])
+    assert resolve_config(cfg)["data"]["crop_size"] == 32  # 2**(2+2-1) = 8 px is the minimum there
+
+
+def test_warnings_print_as_one_line(capsys):
+    with train.one_line_warnings():
+        warnings.warn("skipping unreadable image file x.png:\n  truncated", UserWarning, stacklevel=1)
+        warnings.warn("slow path", RuntimeWarning, stacklevel=1)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: skipping unreadable image file x.png: truncated",
+                   "warning: slow path [RuntimeWarning]"]
+
+
+def test_default_config_uses_one_cpu_thread():
+    assert load_config()["cpu_threads"] == 1  # 2 threads are ~10x slower on 2 busy cores (README, Training)
 
 
 def test_cli_new_domain_and_resume(domains, tmp_path, capsys):

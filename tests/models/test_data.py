@@ -196,3 +196,4 @@ def test_image_list_drops_unreadable(tmp_path):
     with pytest.warns(UserWarning, match="b.png"):
         il = ImageList([good, bad], load_size=32, crop_size=32)
     assert len(il) == 1 and il.stack().shape == (1, 3, 32, 32)
+    assert list(il.skipped) == [str(bad)]
