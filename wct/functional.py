@@ -17,7 +17,10 @@ Conventions shared by every function here:
   group size is ``d = C // G`` and group ``g`` holds channels ``g*d ... (g+1)*d - 1``. Each group gets its
   own ``d x d`` covariance (block-diagonal approximation of the full ``C x C`` covariance).
 * Statistics, matrix roots and the transform are computed in float64 with autocast disabled; the output
-  has the input's dtype. All eigendecompositions of one call go through **one** batched
+  has the input's dtype. Exception for speed: :func:`wct` on non-float64 content centres it (with a
+  float64-accumulated mean) and applies the final ``d x d`` transform over all positions in float32; the
+  covariances' eigendecompositions and all ``d x d`` matrices stay float64. float64 input is float64
+  throughout. All eigendecompositions of one call go through **one** batched
   :func:`wct.linalg.eigh` call (``(B*G, d, d)``), never a Python loop.
 * Covariances are biased (divide by the number of positions ``N``).
 * Regularisation (``eps_mode="trace"``, the default): with ``s = tr(Sigma)/d + 1e-12`` (the mean variance
@@ -409,8 +412,14 @@ def wct(
         return content.clone()
     with torch.autocast(device_type=content.device.type, enabled=False):
         mean_s, cov_s = _style_stats(style, b, c, groups)
-        _, xc, cov_c = _moments(_grouped(content, groups))
+        # The content pass over all H*W positions is the costly part: for non-float64 content, the centring
+        # and the final transform run in float32 (the mean is accumulated in float64, so a constant map
+        # centres to exactly 0); covariances, eigendecompositions and the d x d transform are float64.
+        wd = _F64 if content.dtype == _F64 else torch.float32
         d = c // groups
+        xg = content.to(wd).reshape(b, groups, d, h * w)
+        xc = xg - xg.mean(-1, keepdim=True, dtype=_F64).to(wd)
+        cov_c = (xc @ xc.mT).to(_F64) / (h * w)
         # content and style covariances of all samples and groups in ONE batched eigendecomposition
         both = torch.cat([cov_c.reshape(-1, d, d), cov_s.reshape(-1, d, d)])
         nc = b * groups
@@ -424,7 +433,7 @@ def wct(
             _, cs = _from_eigh(lam[nc:], v[nc:], scale[nc:], isqrt=False, sqrt=True)
         wc = wc.reshape(b, groups, d, d)
         cs = cs.reshape(-1, groups, d, d)
-        out = ((cs @ wc) @ xc + mean_s).reshape(content.shape).to(content.dtype)
+        out = ((cs @ wc).to(wd) @ xc + mean_s.to(wd)).reshape(content.shape).to(content.dtype)
     if isinstance(a, float) and a == 1.0:
         return out
     return a * out + (1 - a) * content

@@ -361,3 +361,18 @@ def test_cov_pool_gradcheck_and_errors():
         F.cov_pool(torch.randn(3, 4, 4))
     with pytest.raises(ValueError, match="eps"):
         F.cov_pool(x, eps=-1.0)
+
+
+def test_wct_float32_fast_path_matches_float64():
+    """float32 content is centred/transformed in float32 (speed); it must agree with the float64 path."""
+    c = torch.randn(2, 32, 24, 20) * 3 + 1.5
+    s = torch.randn(2, 32, 9, 11) * 0.5 - 2
+    y32 = F.wct(c, s, groups=4)
+    y64 = F.wct(c.double(), s.double(), groups=4)
+    assert y32.dtype == torch.float32
+    assert torch.allclose(y32.double(), y64, rtol=1e-4, atol=1e-4)
+    # a constant float32 map centres to exactly 0 (a float32-accumulated mean leaves ~1e-8 here, which the
+    # whitening would amplify into noise)
+    flat = torch.full((1, 32, 7, 9), 0.123)
+    out = F.wct(flat, s[:1], groups=4)
+    assert torch.allclose(out, F.group_stats(s[:1], groups=4).mean[..., None, None].expand_as(out), atol=1e-5)
