@@ -32,8 +32,24 @@ _CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class DictConfig:
+    """``from_dict`` (unknown keys raise ``ValueError``) and ``to_dict`` for the config dataclasses."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            what = cls.__name__.removesuffix("Config").lower() + " config"  # "data config", "model config"
+            raise ValueError(f"unknown {what} keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(DictConfig):
     """Data section of a classification config (every field is a YAML key under ``data:``)."""
 
     name: str = "digits"  # digits | cifar10 | cifar100 | tiny_imagenet | imagenet
@@ -45,16 +61,6 @@ class DataConfig:
     augment: bool = True  # random crop + horizontal flip (CIFAR, ImageFolder sets); digits: none
     num_workers: int = 0  # DataLoader workers
 
-    @classmethod
-    def from_dict(cls, d: dict) -> DataConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown data config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def load_digits(*, image_size: int = 16, test_fraction: float = 0.2, split_seed: int = 0):

@@ -14,13 +14,14 @@ The backward method names follow ``wct.linalg``: see :data:`METHODS` and :data:`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from wct.classification.data import DictConfig
 from wct.classification.pi import pi_sym_power
 from wct.functional import TRACE_FLOOR as _TRACE_FLOOR
 from wct.nn import CovPool, ZCANorm2d
@@ -264,7 +265,7 @@ class CovPoolNet(nn.Module):
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     """Model section of a classification config (every field is a YAML key under ``model:``)."""
 
     arch: str = "resnet18"  # resnet18 | resnet50 (ZCA, CIFAR stem) | covpool_resnet18 | covpool_resnet50 | covpool_alexnet
@@ -279,16 +280,6 @@ class ModelConfig:
     cov_normalize: str = "trace"  # CovPool: normalisation
     extra: dict = field(default_factory=dict)  # free-form notes, ignored by the builder
 
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def build_model(cfg: ModelConfig, *, num_classes: int, in_channels: int = 3) -> nn.Module:
