@@ -74,7 +74,6 @@ from PIL import Image, ImageFilter
 from torch import nn
 
 from wct import functional as WF
-from wct import linalg
 from wct.io import ImageLoadError, list_images, load_image, pil_to_tensor, tensor_to_pil
 
 __all__ = [
@@ -153,18 +152,12 @@ def _check_alpha(alpha: float | None) -> float | None:
     return a
 
 
-def _reg_root(cov: torch.Tensor, power: float, eps: float, eps_mode: str = "trace") -> torch.Tensor:
+def _reg_root(cov: torch.Tensor, power: float, eps: float, eps_mode: str = "trace",
+              mean: torch.Tensor | None = None) -> torch.Tensor:
     """``(Sigma + eps_eff I)^power`` of float64 ``(..., d, d)`` with the eps convention of
-    :mod:`wct.functional` (``eps_eff = eps * tr(Sigma)/d`` for ``"trace"``), through ``wct.linalg``."""
-    d = cov.shape[-1]
-    cov = 0.5 * (cov + cov.mT)
-    if eps_mode == "trace":
-        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0.0) + getattr(WF, "TRACE_FLOOR", 1e-12)
-    else:
-        scale = torch.ones(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
-    scale = scale[..., None, None]
-    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
-    return linalg.sym_power(cov / scale + eps * eye, power, eps=max(eps, 1e-12)) * scale.pow(power)
+    :mod:`wct.functional` (its single definition, ``wct.functional._reg_root``); ``mean`` ``(..., d)``
+    enables that convention's relative floor of the trace scale (see the ``wct.functional`` docstring)."""
+    return WF._reg_root(cov, power, eps=eps, eps_mode=eps_mode, mean=mean)
 
 
 @dataclass

@@ -23,13 +23,24 @@ Conventions shared by every function here:
   throughout. All eigendecompositions of one call go through **one** batched
   :func:`wct.linalg.eigh` call (``(B*G, d, d)``), never a Python loop.
 * Covariances are biased (divide by the number of positions ``N``).
-* Regularisation (``eps_mode="trace"``, the default): with ``s = tr(Sigma)/d + 1e-12`` (the mean variance
-  of the group, floored so that an all-constant input gives 0 instead of 0/0), every matrix root is taken
-  of ``Sigma/s + eps*I`` and rescaled, i.e. ``(Sigma + eps*s*I)^p``. The regularisation is relative to the
-  feature scale: ``whiten(c*x) == whiten(x)`` for every ``c > 0`` (up to the floor), so features of
-  magnitude 1e-4 and 1e4 are treated alike, and the backward pass of :func:`wct.linalg.eigh` sees
-  eigenvalues of order 1. ``eps_mode="absolute"`` uses ``(Sigma + eps*I)^p`` (the convention of
-  ``kornia.enhance.zca_mean`` and of the reference DBN code).
+* Regularisation (``eps_mode="trace"``, the default): with the scale
+  ``s = max(tr(Sigma)/d, tau * E[x^2]) + 1e-12`` (the mean variance of the group, floored relative to the
+  group's mean square ``E[x^2] = (tr(Sigma) + |mu|^2)/d`` and, so that an all-zero input gives no 0/0, by
+  :data:`TRACE_FLOOR`), every matrix root is taken of ``Sigma/s + eps*I`` and rescaled, i.e.
+  ``(Sigma + eps*s*I)^p``. The regularisation is relative to the feature scale: ``whiten(c*x) == whiten(x)``
+  for every ``c > 0`` (up to the 1e-12 floor), so features of magnitude 1e-4 and 1e4 are treated alike, and
+  the backward pass of :func:`wct.linalg.eigh` sees eigenvalues of order 1. ``tau`` =
+  :data:`TRACE_REL_FLOOR` = 2**-23 (float32 machine epsilon): a variance below ``tau * E[x^2]`` is below
+  what float32 features resolve (a float32 ``E[x^2] - E[x]^2`` has a rounding error of that size), so a
+  near-constant group (e.g. the features of a uniform image) is no longer whitened by
+  ``(eps * 1e-12)^(-1/2) ~ 3e8``, which amplified float32 rounding noise in the forward pass and the
+  gradient by that factor per WCT module; its whitening gain is at most ``(eps * tau * E[x^2])^(-1/2)``.
+  Groups whose variance is at least ``tau * E[x^2]`` (every ordinary feature map) get bit-for-bit the
+  unfloored scale. The floor needs the mean: it is used wherever the features or :class:`GroupStats` are
+  given (:func:`whiten`, :func:`color`, :func:`wct`, :func:`zca_whiten`); a covariance without its mean
+  (:func:`_regularised` / :func:`_reg_root` with ``mean=None``) gets ``s = tr(Sigma)/d + 1e-12``.
+  ``eps_mode="absolute"`` uses ``(Sigma + eps*I)^p`` (the convention of ``kornia.enhance.zca_mean`` and of
+  the reference DBN code).
 * Whitening uses ``(Sigma + eps_eff I)^(-1/2)`` and its inverse (colouring) ``(Sigma + eps_eff I)^(1/2)``,
   so that colouring with the statistics that were whitened returns the input exactly, for any ``eps``.
 """
@@ -58,6 +69,9 @@ __all__ = [
 EPS_MODES = ("trace", "absolute")
 #: Floor (in variance units) added to the mean variance ``tr(Sigma)/d`` in ``eps_mode="trace"``.
 TRACE_FLOOR = 1e-12
+#: ``tau``: in ``eps_mode="trace"`` the scale ``s`` is at least ``tau * E[x^2]`` (the group's mean square,
+#: mean included); float32 machine epsilon, the relative resolution of float32 second moments.
+TRACE_REL_FLOOR = 2.0**-23
 _F64 = torch.float64
 
 
@@ -143,14 +157,16 @@ def _roots(
     k: int | None = None,
     isqrt: bool = True,
     sqrt: bool = False,
+    mean: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Regularised ``(Sigma + eps_eff I)^(-1/2)`` and/or ``^(1/2)`` of float64 ``(..., d, d)`` matrices.
 
     One batched eigendecomposition for all leading dimensions. With ``k``, only the ``k`` largest
     eigenpairs are used (PCA-subspace whitening / its pseudo-inverse); the dropped eigenvalues never enter
-    a division, in the forward or the backward pass.
+    a division, in the forward or the backward pass. ``mean`` (the features' mean, see
+    :func:`_regularised`) enables the relative floor of the trace scale.
     """
-    a, scale = _regularised(cov, eps=eps, eps_mode=eps_mode)
+    a, scale = _regularised(cov, eps=eps, eps_mode=eps_mode, mean=mean)
     if backward == "spectral":
         p_eps = eps if eps > 0 else 1e-12
         out_isqrt = linalg.sym_power(a, -0.5, backward="spectral", eps=p_eps) / scale.sqrt() if isqrt else None
@@ -160,17 +176,60 @@ def _roots(
     return _from_eigh(lam, v, scale, k=k, isqrt=isqrt, sqrt=sqrt)
 
 
-def _regularised(cov: torch.Tensor, *, eps: float, eps_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Sigma / s + eps I`` and the scale ``s`` (..., 1, 1) of the eps convention (module docstring)."""
+def _regularised(
+    cov: torch.Tensor, *, eps: float, eps_mode: str, mean: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Sigma / s + eps I`` and the scale ``s`` (..., 1, 1) of the eps convention (module docstring).
+
+    The single definition of the convention (``models.inference`` uses it through :func:`_reg_root`).
+
+    Args:
+        cov: float64 ``(..., d, d)`` covariances (symmetrised here).
+        eps: ``>= 0``.
+        eps_mode: ``"trace"`` or ``"absolute"``.
+        mean: the features' mean, ``(..., d)`` or ``(..., d, 1)``; with it (``"trace"`` only) the scale is
+            ``max(tr(Sigma)/d, TRACE_REL_FLOOR * (tr(Sigma) + |mean|^2)/d) + TRACE_FLOOR``, without it
+            ``tr(Sigma)/d + TRACE_FLOOR``.
+    """
     d = cov.shape[-1]
     cov = 0.5 * (cov + cov.mT)
     if eps_mode == "trace":
-        scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0.0) + TRACE_FLOOR
+        diag = cov.diagonal(dim1=-2, dim2=-1)
+        scale = diag.mean(-1).clamp_min(0.0)
+        if mean is not None:
+            if mean.shape == cov.shape[:-1] + (1,):
+                mean = mean.squeeze(-1)
+            if mean.shape != cov.shape[:-1]:
+                raise ValueError(f"mean must have shape {tuple(cov.shape[:-1])} (or with a trailing 1) for a "
+                                 f"covariance of shape {tuple(cov.shape)}, got {tuple(mean.shape)}")
+            # E[x^2] = (tr(Sigma) + |mu|^2) / d; torch.maximum keeps tr/d bit-for-bit when it is the larger
+            mean_sq = (diag.sum(-1).clamp_min(0.0) + mean.pow(2).sum(-1)) / d
+            scale = torch.maximum(scale, TRACE_REL_FLOOR * mean_sq)
+        scale = scale + TRACE_FLOOR
     else:
         scale = torch.ones(cov.shape[:-2], dtype=cov.dtype, device=cov.device)
     scale = scale[..., None, None]
     eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
     return cov / scale + eps * eye, scale
+
+
+def _reg_root(
+    cov: torch.Tensor,
+    power: float,
+    *,
+    eps: float,
+    eps_mode: str = "trace",
+    mean: torch.Tensor | None = None,
+    backward: str = "taylor",
+) -> torch.Tensor:
+    """``(Sigma + eps_eff I)^power`` of float64 ``(..., d, d)`` with this module's eps convention.
+
+    Through :func:`wct.linalg.sym_power` (eigenvalue floor ``max(eps, 1e-12)`` of the scaled matrix);
+    ``mean`` as in :func:`_regularised`. Used by ``models.inference`` so that the convention has one
+    definition.
+    """
+    a, scale = _regularised(cov, eps=eps, eps_mode=eps_mode, mean=mean)
+    return linalg.sym_power(a, power, backward=backward, eps=max(eps, 1e-12)) * scale.pow(power)
 
 
 def _from_eigh(lam, v, scale, *, k=None, isqrt=True, sqrt=False):
@@ -311,8 +370,8 @@ def whiten(
     _check_common(groups, eps, backward, eps_mode, k)
     _check_feature_map(x, "x", groups)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        _, xc, cov = _moments(_grouped(x, groups))
-        w, _ = _roots(cov, eps=eps, backward=backward, eps_mode=eps_mode, k=k)
+        mean, xc, cov = _moments(_grouped(x, groups))
+        w, _ = _roots(cov, eps=eps, backward=backward, eps_mode=eps_mode, k=k, mean=mean)
         out = w @ xc
     return out.reshape(x.shape).to(x.dtype)
 
@@ -355,7 +414,7 @@ def color(
     b, c, h, w = x_white.shape
     with torch.autocast(device_type=x_white.device.type, enabled=False):
         mean_s, cov_s = _style_stats(style, b, c, groups)
-        _, cm = _roots(cov_s, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=False, sqrt=True)
+        _, cm = _roots(cov_s, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=False, sqrt=True, mean=mean_s)
         out = cm @ _grouped(x_white, groups) + mean_s
     return out.reshape(x_white.shape).to(x_white.dtype)
 
@@ -418,16 +477,19 @@ def wct(
         wd = _F64 if content.dtype == _F64 else torch.float32
         d = c // groups
         xg = content.to(wd).reshape(b, groups, d, h * w)
-        xc = xg - xg.mean(-1, keepdim=True, dtype=_F64).to(wd)
+        mean_c = xg.mean(-1, keepdim=True, dtype=_F64)
+        xc = xg - mean_c.to(wd)
         cov_c = (xc @ xc.mT).to(_F64) / (h * w)
         # content and style covariances of all samples and groups in ONE batched eigendecomposition
         both = torch.cat([cov_c.reshape(-1, d, d), cov_s.reshape(-1, d, d)])
+        means = torch.cat([mean_c.reshape(-1, d), mean_s.reshape(-1, d)])
         nc = b * groups
         if backward == "spectral":
-            isq, sq = _roots(both, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=True, sqrt=True)
+            isq, sq = _roots(both, eps=eps, backward=backward, eps_mode=eps_mode, isqrt=True, sqrt=True,
+                             mean=means)
             wc, cs = isq[:nc], sq[nc:]
         else:
-            reg, scale = _regularised(both, eps=eps, eps_mode=eps_mode)
+            reg, scale = _regularised(both, eps=eps, eps_mode=eps_mode, mean=means)
             lam, v = linalg.eigh(reg, backward=backward)
             wc, _ = _from_eigh(lam[:nc], v[:nc], scale[:nc], k=k)
             _, cs = _from_eigh(lam[nc:], v[nc:], scale[nc:], isqrt=False, sqrt=True)
@@ -517,7 +579,7 @@ def zca_whiten(
     with torch.autocast(device_type=x.device.type, enabled=False):
         xg = x.to(_F64).permute(1, 0, 2, 3).reshape(groups, d, b * h * w)
         mean, xc, cov = _moments(xg)
-        wm, _ = _roots(cov, eps=eps, backward=backward, eps_mode=eps_mode, k=k)
+        wm, _ = _roots(cov, eps=eps, backward=backward, eps_mode=eps_mode, k=k, mean=mean)
         y = (wm @ xc).reshape(c, b, h, w).permute(1, 0, 2, 3).to(x.dtype)
     if return_stats:
         return y, mean.reshape(c), cov
