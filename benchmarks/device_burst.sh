@@ -132,7 +132,7 @@ write_summary() {
   {
     echo "# device_burst summary"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), host $(hostname), budget ${BUDGET} s, elapsed $(elapsed) s, device $DEV," \
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), host ${HOSTNAME:-?}, budget ${BUDGET} s, elapsed $(elapsed) s, device $DEV," \
          "dry run: $([ "$DRY" = 1 ] && echo yes || echo no), train mode $MODE, data $DATA"
     echo
     echo "| stage | rc | seconds |"
