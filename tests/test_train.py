@@ -88,6 +88,11 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     assert saved["steps_done"] == 4 and saved["amp"] is None  # JSON null, not the string "None"
     assert [s for s, _ in find_checkpoints(run / "checkpoints")] == [2, 4]  # keep_last=2
     assert (run / "samples" / "step_00000004.png").is_file()
+    samples = [json.loads(ln) for ln in (run / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in samples] == [2, 4]
+    for r in samples:  # 32 px samples: sharpness only (ripple needs >= 48 px)
+        assert set(r) == {"step", "sharpness_output", "sharpness_content"}
+        assert r["sharpness_content"] > 0 and math.isfinite(r["sharpness_output"])
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
     m = _metrics(run)
     assert sorted(m) == [1, 2, 3, 4]
@@ -441,3 +446,19 @@ def test_trainer_rejects_bad_images(domains, tmp_path):
     t = Trainer(_config(a, b, tmp_path))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         t.gen_update(torch.zeros(1, 1, 32, 32), torch.zeros(1, 3, 32, 32))
+
+
+def test_sample_scores_flag_ripple_in_outputs():
+    from models.trainer import sample_scores
+
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(2, 3, 64, 64, generator=g)
+    xx = torch.arange(64.0).expand(64, 64)
+    stripes = (0.5 + 0.3 * torch.sin(2 * math.pi * xx / 5)).expand(2, 3, 64, 64)
+    rows = torch.stack([content, content, (0.5 * content + stripes).clamp(0, 1)], dim=1)  # (N, 3, 3, H, W)
+    s = sample_scores(rows)
+    assert set(s) == {"ripple_output", "ripple_content", "sharpness_output", "sharpness_content"}
+    assert s["ripple_output"] > 10 * s["ripple_content"]
+    clean = sample_scores(torch.stack([content, content, content], dim=1))
+    assert clean["ripple_output"] == pytest.approx(clean["ripple_content"])
+

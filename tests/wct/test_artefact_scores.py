@@ -1,16 +1,11 @@
-"""Artefact detectors of benchmarks/demo_grid.py (used to judge the demo checkpoints, issue 9)."""
+"""Artefact detectors wct.metrics.grid_score / ripple_score (used to judge the demo checkpoints, issue 9)."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-_spec = importlib.util.spec_from_file_location(
-    "demo_grid", Path(__file__).resolve().parents[1] / "benchmarks" / "demo_grid.py")
-demo_grid = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(demo_grid)
+from wct import metrics as demo_grid
 
 
 def _natural(b: int = 2, size: int = 128, seed: int = 0) -> torch.Tensor:
