@@ -152,14 +152,6 @@ def _check_alpha(alpha: float | None) -> float | None:
     return a
 
 
-def _reg_root(cov: torch.Tensor, power: float, eps: float, eps_mode: str = "trace",
-              mean: torch.Tensor | None = None) -> torch.Tensor:
-    """``(Sigma + eps_eff I)^power`` of float64 ``(..., d, d)`` with the eps convention of
-    :mod:`wct.functional` (its single definition, ``wct.functional._reg_root``); ``mean`` ``(..., d)``
-    enables that convention's relative floor of the trace scale (see the ``wct.functional`` docstring)."""
-    return WF._reg_root(cov, power, eps=eps, eps_mode=eps_mode, mean=mean)
-
-
 @dataclass
 class PreparedStyle:
     """Style statistics computed once and reused for many content images (see :meth:`Engine.prepare_style`).
@@ -380,12 +372,12 @@ class ColorEngine(Engine):
         b, c, h, w = x.shape
         cs = WF.group_stats(x, groups=1)
         cov_c = cs.cov.to(torch.float64)[:, 0]  # (B, 3, 3)
-        w_c = _reg_root(cov_c, -0.5, self.eps)
+        w_c = WF._reg_root(cov_c, -0.5, eps=self.eps)
         xf = x.reshape(b, c, h * w)
         out = torch.zeros_like(xf)
         eye = torch.eye(3, dtype=torch.float64, device=x.device)
         for k, (stats, wk) in enumerate(zip(style.items, style.weights, strict=True)):
-            c_s = _reg_root(stats.cov.to(torch.float64)[:, 0], 0.5, self.eps)  # (1, 3, 3)
+            c_s = WF._reg_root(stats.cov.to(torch.float64)[:, 0], 0.5, eps=self.eps)  # (1, 3, 3)
             m = a * (c_s @ w_c) + (1 - a) * eye  # (B, 3, 3)
             t = a * (stats.mean.to(torch.float64) - (c_s @ w_c @ cs.mean.to(torch.float64).unsqueeze(-1))[..., 0])
             y = torch.baddbmm(t.to(x.dtype).unsqueeze(-1), m.to(x.dtype), xf)
@@ -575,7 +567,7 @@ class _Hooks:
         mean, cov = self.frozen[id(m)]  # (B, G, d), (B, G, d, d) float64
         b, c, h, w = content.shape
         g, d = gw.groups, c // gw.groups
-        w_isqrt = _reg_root(cov, -0.5, gw.eps, gw.eps_mode)
+        w_isqrt = WF._reg_root(cov, -0.5, eps=gw.eps, eps_mode=gw.eps_mode)
         xg = content.to(torch.float64).reshape(b, g, d, h * w) - mean.unsqueeze(-1)
         x_white = (w_isqrt @ xg).reshape(b, c, h, w).to(content.dtype)
         out = WF.color(x_white, m.proj(style_feat), groups=g, eps=gw.eps, backward=gw.backward,

@@ -1001,13 +1001,13 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     # ---- outputs (rank 0 only)
     writer = None
     samples_dir = run_dir / "samples"
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path, samples_path = run_dir / "metrics.jsonl", run_dir / "samples.jsonl"
     if is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         samples_dir.mkdir(parents=True, exist_ok=True)
         _clean_checkpoint_dir(ckpt_dir, log)
         _atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        for path in (metrics_path, run_dir / "samples.jsonl"):
+        for path in (metrics_path, samples_path):
             if path.exists():  # drop records after the step we continue from (a killed sitting)
                 keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
                         if ln.strip() and _jsonl_step(ln) <= trainer.step]
@@ -1194,7 +1194,7 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
                 scores = sample_scores(grids["b2a"])
                 for k, v in scores.items():
                     writer.add_scalar(f"samples/{k}", v, step)
-                with open(run_dir / "samples.jsonl", "a", encoding="utf-8") as f:
+                with open(samples_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": step, **{k: round(v, 5) for k, v in scores.items()}}) + "\n")
             if step % int(t_cfg["save_every"]) == 0 and step != saved_at:
                 save()

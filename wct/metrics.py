@@ -311,6 +311,19 @@ def lpips_distance(a: Tensor, b: Tensor, *, weights_path: str | os.PathLike,
     return model(a, b)
 
 
+def _luma_power_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """``|FFT|^2`` ``(B, H, W)`` float64 of the mean-free, 2-D Hann-windowed BT.601 luma of ``(B, 3, H, W)``
+    images (the window keeps the image border from leaking power along the axes)."""
+    x = images.double()
+    r, g, b = LUMA_WEIGHTS
+    y = r * x[:, 0] + g * x[:, 1] + b * x[:, 2]
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    h, w = y.shape[-2:]
+    win = torch.hann_window(h, periodic=False, dtype=torch.float64)[:, None] * \
+        torch.hann_window(w, periodic=False, dtype=torch.float64)[None, :]
+    return torch.fft.fft2(y * win).abs().square()
+
+
 def grid_score(images: torch.Tensor, *, lattice: int = 8, ring: int = 2) -> torch.Tensor:
     """Spectral peak ratio on the ``(H/lattice, W/lattice)`` frequency lattice (checkerboard detector).
 
@@ -341,12 +354,7 @@ def grid_score(images: torch.Tensor, *, lattice: int = 8, ring: int = 2) -> torc
     h, w = (images.shape[-2] // lattice) * lattice, (images.shape[-1] // lattice) * lattice
     if h < 2 * lattice or w < 2 * lattice:
         raise ValueError(f"images must be at least {2 * lattice} px per side, got {tuple(images.shape[-2:])}")
-    x = images[..., :h, :w].double()
-    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    y = y - y.mean(dim=(-2, -1), keepdim=True)
-    win = torch.hann_window(h, periodic=False, dtype=torch.float64)[:, None] * \
-        torch.hann_window(w, periodic=False, dtype=torch.float64)[None, :]
-    p = torch.fft.fft2(y * win).abs().square()  # (B, h, w)
+    p = _luma_power_spectrum(images[..., :h, :w])  # (B, h, w)
     fy = torch.arange(0, h, h // lattice)
     fx = torch.arange(0, w, w // lattice)
     offs = [(dy, dx) for dy in range(-ring, ring + 1) for dx in range(-ring, ring + 1)
@@ -404,12 +412,7 @@ def ripple_score(images: torch.Tensor, *, min_period: float = 3.0, max_period: f
     if min(h, w) < 4 * max_period:
         raise ValueError(f"images must be at least {4 * max_period:g} px per side for max_period "
                          f"{max_period:g}, got {tuple(images.shape[-2:])}")
-    x = images.double()
-    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    y = y - y.mean(dim=(-2, -1), keepdim=True)
-    win = torch.hann_window(h, periodic=False, dtype=torch.float64)[:, None] * \
-        torch.hann_window(w, periodic=False, dtype=torch.float64)[None, :]
-    p = torch.fft.fft2(y * win).abs().square()  # (B, h, w)
+    p = _luma_power_spectrum(images)  # (B, h, w)
     fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
     fx = torch.fft.fftfreq(w, dtype=torch.float64)[None, :]
     r = torch.sqrt(fy.square() + fx.square())  # cycles per pixel

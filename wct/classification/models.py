@@ -23,7 +23,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from wct.classification.data import DictConfig
 from wct.classification.pi import pi_sym_power
-from wct.functional import TRACE_FLOOR as _TRACE_FLOOR
+from wct.functional import _regularised
 from wct.nn import CovPool, ZCANorm2d
 
 __all__ = [
@@ -90,9 +90,7 @@ class PIZCANorm2d(ZCANorm2d):
         self.iters = iters
 
     def _roots(self, cov, *, isqrt=True, sqrt=False):
-        cov = 0.5 * (cov + cov.mT)
-        scale = (cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(0.0) + _TRACE_FLOOR)[..., None, None]
-        a = cov / scale + self.eps * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        a, scale = _regularised(cov, eps=self.eps, eps_mode="trace")  # wct.functional's eps convention
         out_isqrt = pi_sym_power(a, -0.5, eps=self.eps, iters=self.iters) / scale.sqrt() if isqrt else None
         out_sqrt = pi_sym_power(a, 0.5, eps=self.eps, iters=self.iters) * scale.sqrt() if sqrt else None
         return out_isqrt, out_sqrt
