@@ -267,12 +267,14 @@ class _ClassifierData(torch.utils.data.Dataset):
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"--device {name}: CUDA is not available on this machine")
-    return dev
+    """``models.inference.resolve_device`` with its ``ValueError`` (CUDA asked for, none present) as a
+    clean CLI error."""
+    from models.inference import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise EvaluationError(f"--device {name}: {exc}") from exc
 
 
 @torch.no_grad()

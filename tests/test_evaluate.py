@@ -324,6 +324,9 @@ def test_stylize_and_score_errors(work, capsys):
     assert ev.main([*base[:-1], str(work["root"] / "anydomain.safetensors"), "--data", str(work["data"]),
                     "--checkpoint", "color"]) == 2
     assert "not a domain classifier" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # a CUDA request without a GPU is a clean CLI error, not a traceback
+        assert ev.main([*base, "--data", str(work["data"]), "--checkpoint", "color", "--device", "cuda"]) == 2
+        assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
 def test_without_classifier_and_lpips_tables_say_so(work):

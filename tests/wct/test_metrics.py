@@ -11,7 +11,6 @@ import torch
 
 from wct.metrics import LPIPSDistance, Sharpness, load_state_dict_file, lpips_distance, sharpness
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread (see tests/conftest.py)
 
 
