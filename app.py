@@ -52,7 +52,7 @@ from PIL import Image  # noqa: E402
 
 from wct.io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageNotice, load_image, save_image  # noqa: E402
 
-__all__ = ["build_demo", "load_engines", "make_examples", "main"]
+__all__ = ["build_demo", "example_rows", "load_engines", "make_examples", "main"]
 
 log = logging.getLogger("svd_wct.app")
 
@@ -195,6 +195,33 @@ def make_examples(folder: str | os.PathLike | None = None) -> tuple[list[Path], 
                 save_image(resize_max_side(make().convert("RGB"), 512), path, quality=90)
             group.append(path)
     return out
+
+
+def example_rows(contents: Sequence[str | os.PathLike], styles: Sequence[str | os.PathLike],
+                 names: Sequence[str], banks: Mapping[str, Sequence[str]]) -> list[list[str | None]]:
+    """``[content, style, model]`` rows for ``gr.Examples``: every model gets examples.
+
+    The first model (the one selected when the page opens) gets one row per content photo, each paired with
+    style ``i % len(styles)``; every other model gets rows for the first two photos. Models with a style bank
+    (the shipped checkpoints) get no style image, so their rows stylise with the first painting of the bank;
+    models without one use the example style images (and get no rows when there are none).
+
+    Args:
+        contents: content image paths. styles: style image paths (may be empty).
+        names: model names in display order. banks: style-bank entry names per model (``[]``: none).
+
+    Returns:
+        Rows of ``[content path, style path or None, model name]``.
+    """
+    rows: list[list[str | None]] = []
+    for k, name in enumerate(names):
+        has_bank = bool(banks.get(name))
+        if not has_bank and not styles:
+            continue
+        for i, content in enumerate(contents if k == 0 else list(contents)[:2]):
+            style = None if has_bank else os.fspath(styles[i % len(styles)])
+            rows.append([os.fspath(content), style, name])
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,10 +452,11 @@ def build_demo(
                     contents, styles = [], []
             else:
                 contents, styles = examples
-            rows = [[str(c), str(styles[i % len(styles)])] for i, c in enumerate(contents)] if styles else []
+            rows = example_rows(contents, styles, names, banks)
             if rows:
-                gr.Examples(rows, inputs=[content_in, style_in], label="Examples (scikit-image photos)",
-                            examples_per_page=8)
+                gr.Examples(rows, inputs=[content_in, style_in, model_in],
+                            label="Examples (scikit-image photos; rows without a style image use the model's "
+                                  "style bank)", examples_per_page=8)
         model_in.change(on_model_change, model_in, bank_in, queue=False, api_visibility="private")
         run_btn.click(
             stylize,

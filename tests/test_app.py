@@ -284,6 +284,23 @@ def test_build_demo_validates_arguments():
         app.build_demo({"invert": InvertEngine()}, max_resolution=10, examples=False)
 
 
+def test_example_rows_give_every_model_examples(tmp_path):
+    contents = [tmp_path / f"c{i}.jpg" for i in range(4)]
+    styles = [tmp_path / f"s{i}.jpg" for i in range(3)]
+    rows = app.example_rows(contents, styles, ["color", "monet", "plain"],
+                            {"color": [], "monet": ["Monet #1", "Monet #2"], "plain": []})
+    # the first model: every content, styles cycled
+    assert rows[:4] == [[str(c), str(styles[i % 3]), "color"] for i, c in enumerate(contents)]
+    # a model with a style bank: two rows, no style image (the app then uses the bank's first painting)
+    assert rows[4:6] == [[str(contents[0]), None, "monet"], [str(contents[1]), None, "monet"]]
+    # a model without a bank: two rows with example styles
+    assert rows[6:] == [[str(contents[0]), str(styles[0]), "plain"], [str(contents[1]), str(styles[1]), "plain"]]
+    # no style images: only models with a bank get rows
+    assert app.example_rows(contents, [], ["color", "monet"], {"monet": ["m"]}) == [
+        [str(contents[0]), None, "monet"], [str(contents[1]), None, "monet"]]
+    assert app.example_rows([], styles, ["color"], {}) == []
+
+
 def test_make_examples_writes_small_images_once(tmp_path):
     contents, styles = app.make_examples(tmp_path)
     assert len(contents) >= 3 and len(styles) >= 3

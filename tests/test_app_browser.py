@@ -61,8 +61,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    demo = app.build_demo({"invert": InvertEngine(), "banked": BankEngine()}, examples=False)
+def examples(tmp_path_factory):
+    return app.make_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="module")
+def server(examples):
+    # example rows (app.example_rows): 4 for "invert" (content + style), then 2 for "banked" (no style image)
+    demo = app.build_demo({"invert": InvertEngine(), "banked": BankEngine()}, examples=examples)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
@@ -160,3 +166,21 @@ def test_model_with_style_bank_needs_no_style_image(page, tmp_path):
     page.locator("#style-bank input").click()
     page.get_by_role("option", name="Banked #2").click()
     assert run_and_read()["px"][0] == [150, 150, 150]
+
+
+def test_example_row_of_a_bank_model_uses_the_bank(page, examples):
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("#run")
+    assert page.locator("#model input").input_value() == "invert"
+    page.locator("[data-testid='dataset-cell-4-0']").click()  # first "banked" row: content, no style, model
+    page.locator("#style-bank").wait_for(state="visible")  # the model switched to the one with a bank
+    assert page.locator("#model input").input_value() == "banked"
+    page.locator("#content-image img").first.wait_for(state="visible")
+    assert page.locator("#style-image img").count() == 0
+    before = page.evaluate("document.querySelector('#result img')?.src || ''")
+    page.click("#run")
+    page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
+                           " return i && i.src && i.src !== old; }", arg=before)
+    got = page.evaluate(READ_RESULT_JS, [[5, 5]])
+    assert (got["w"], got["h"]) == Image.open(examples[0][0]).size
+    assert got["px"][0] == [100, 100, 100]  # BankEngine's first bank entry
