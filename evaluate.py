@@ -194,7 +194,7 @@ def build_inception(num_classes: int, *, image_size: int = 299, imagenet_state: 
         num_classes: number of domains.
         image_size: input side in pixels, ``>= 75``.
         imagenet_state: torchvision's ``inception_v3_google`` state dict; every tensor but the two final
-            linear layers (``fc``, ``AuxLogits.fc``) is copied.
+            linear layers (``fc``, ``AuxLogits.fc``) is copied. Those heads are zero-initialised either way.
 
     Raises:
         EvaluationError: image size below 75 px, or a state dict that is not torchvision's inception_v3.
@@ -216,6 +216,14 @@ def build_inception(num_classes: int, *, image_size: int = 299, imagenet_state: 
                 f"the --weights file is not torchvision's inception_v3 state dict: {len(bad)} missing or "
                 f"mismatched tensors, e.g. {bad[:3]}")
         model.load_state_dict({k: imagenet_state[k] for k in wanted}, strict=False)
+    # New classification heads start at zero (uniform prediction, loss ln K): torchvision's from-scratch
+    # init (truncated normal, std 0.1, over 2,048 features) starts with logits of several units and a loss
+    # of ~4 for 4 domains, which SGD was still working off after 500 steps on artworks-mini.
+    heads = [model.fc] + ([model.AuxLogits.fc] if aux else [])
+    with torch.no_grad():
+        for head in heads:
+            head.weight.zero_()
+            head.bias.zero_()
     return model
 
 
