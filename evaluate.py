@@ -315,8 +315,9 @@ def train_classifier(
     image_size: int = 299,
     steps: int = 2000,
     batch_size: int = 32,
-    lr: float = 0.01,
+    lr: float | None = None,
     weight_decay: float = 1e-4,
+    optimizer: str = "adam",
     aux_weight: float = 0.4,
     seed: int = 0,
     device: str = "auto",
@@ -327,17 +328,23 @@ def train_classifier(
     """Fine-tune inception_v3 on the domains under ``data`` and save ``out.safetensors`` + ``out.json``.
 
     Training: class-balanced sampling (every domain equally often, whatever its size), random resized crops
-    (scale 0.35-1) and horizontal flips, SGD with momentum 0.9 and a cosine learning-rate schedule, loss
+    (scale 0.35-1) and horizontal flips, Adam (default; lr 1e-3) or SGD with momentum 0.9 (lr 0.01) and a
+    cosine learning-rate schedule, loss
     ``CE(logits) + aux_weight * CE(aux_logits)`` when the aux head is active (299 px and above; Szegedy et
     al., "Rethinking the Inception Architecture", CVPR 2016, Sec. 8). The checkpoint is written every
     ``save_every`` steps and at the end (``models.save_checkpoint``: safetensors + JSON, atomic).
+
+    Why Adam by default: from random initialisation (``weights=None``, the only choice offline) SGD at
+    lr 0.01 / 0.002 stayed at chance on artworks-mini (cross-entropy ~1.5 for 4 domains after 500 steps of
+    batch 16 at 96 px) and could not even fit 32 fixed images in 40 steps, which Adam at 1e-3 did (loss
+    1.39 -> 0.06). ``optimizer="sgd"`` keeps the usual fine-tuning recipe for ImageNet weights.
 
     Returns:
         The ``.safetensors`` path. Its JSON config has ``arch``, ``classes``, ``image_size``,
         ``aux_logits``; ``extra`` has the per-class test accuracy and the loss history.
 
     Raises:
-        EvaluationError: no training images, a class without images, bad sizes.
+        EvaluationError: no training images, a class without images, bad sizes, an unknown optimizer.
     """
     from tqdm import tqdm
 
@@ -348,6 +355,8 @@ def train_classifier(
         raise EvaluationError("--batch-size must be >= 2 (batch norm in training mode)")
     if steps < 1:
         raise EvaluationError("--steps must be >= 1")
+    if optimizer not in ("adam", "sgd"):
+        raise EvaluationError(f"--optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     doms = discover_domains(data)
     empty = [d for d, v in doms.items() if not v.train]
     if empty:
@@ -369,7 +378,12 @@ def train_classifier(
     loader = torch.utils.data.DataLoader(_ClassifierData(items, image_size, train=True), batch_size=batch_size,
                                          sampler=sampler, num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if optimizer == "adam":
+        lr = 1e-3 if lr is None else lr
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        lr = 0.01 if lr is None else lr
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     out = Path(out)
     if out.suffix in (".safetensors", ".json"):
@@ -377,7 +391,8 @@ def train_classifier(
     config = {"arch": "inception_v3", "classes": classes, "image_size": image_size, "aux_logits": aux,
               "transform_input": True, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
               "init": str(weights) if weights is not None else "none (random init)",
-              "steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+              "steps": steps, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+              "weight_decay": weight_decay,
               "aux_weight": aux_weight, "seed": seed, "data": str(data)}
     history: list[list[float]] = []
 
@@ -1045,7 +1060,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=299, help="input side in px (>= 75; aux head at >= 299)")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=0.01)
+    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="adam (AdamW; trains from scratch) or sgd (momentum 0.9; fine-tuning ImageNet weights)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 adam, 0.01 sgd)")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--save-every", type=int, default=500, help="also save every N steps (0: only at the end)")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -1098,6 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "for tests; accuracies will be far below the paper's)")
             train_classifier(args.data, args.out, weights=weights, image_size=args.image_size, steps=args.steps,
                              batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                             optimizer=args.optimizer,
                              seed=args.seed, device=args.device, workers=args.workers,
                              save_every=args.save_every)
         elif args.command == "stylize-and-score":
