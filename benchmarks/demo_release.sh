@@ -2,7 +2,7 @@
 # Issue 9: export the demo training runs (fp16 + style bank) into $EXPORT, score them with evaluate.py against
 # colour transfer, and draw the grids. Safe to rerun at any time (each step overwrites its outputs).
 #
-#   RUNS=/work/runs NAMES="monet vangogh" CLF=/work/runs/classifier/lr005/artworks-mini-scratch75.safetensors \
+#   RUNS=/work/runs NAMES="monet vangogh" CLF=/work/runs/classifier/s3e/artworks-mini-scratch96.safetensors \
 #       bash benchmarks/demo_release.sh
 #
 # Shipping is a separate, deliberate step: a checkpoint goes into checkpoints/ only if it passes
@@ -20,8 +20,9 @@ RUNS=${RUNS:-runs}
 EXPORT=${EXPORT:-$RUNS/export}
 NAMES=${NAMES:-"monet vangogh"}
 DATA=${DATA:-../shared/data/artworks-mini}
-CLF=${CLF:-$RUNS/classifier/lr005/artworks-mini-scratch75.safetensors}
-MAX_IMAGES=${MAX_IMAGES:-12}
+CLF=${CLF:-$RUNS/classifier/s3e/artworks-mini-scratch96.safetensors}
+MAX_IMAGES=${MAX_IMAGES:-100}
+GRID_IMAGES=${GRID_IMAGES:-12}   # grid rows / artefact scores (the evaluate.py scores use MAX_IMAGES test photos)
 NICE=${NICE:-"nice -n 19"}
 
 ckpts=(); specs=()
@@ -34,5 +35,5 @@ done
 $NICE python evaluate.py stylize-and-score "${specs[@]}" --checkpoint "colour transfer=color" \
   --classifier "$CLF" --data "$DATA" --domains $NAMES --max-images "$MAX_IMAGES" --lpips-weights none \
   --save-samples 0 --out benchmarks/results/demo_eval
-$NICE python benchmarks/demo_grid.py grid "${ckpts[@]}" --data "$DATA" --max-images "$MAX_IMAGES" \
+$NICE python benchmarks/demo_grid.py grid "${ckpts[@]}" --data "$DATA" --max-images "$GRID_IMAGES" \
   --out benchmarks/results/demo_grid
