@@ -183,6 +183,10 @@ def resolve_weights(kind: str, given: str | None, *, download: bool, option: str
 # ==========================================================================================================
 # domain classifier (torchvision inception_v3)
 # ==========================================================================================================
+#: ``train-classifier`` optimisers and their default learning rates (``--optimizer`` / ``--lr``).
+CLASSIFIER_DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
+
+
 def build_inception(num_classes: int, *, image_size: int = 299, imagenet_state: dict | None = None) -> nn.Module:
     """torchvision ``inception_v3`` (``weights=None``) for ``num_classes`` domains, optionally from ImageNet.
 
@@ -355,7 +359,7 @@ def train_classifier(
         raise EvaluationError("--batch-size must be >= 2 (batch norm in training mode)")
     if steps < 1:
         raise EvaluationError("--steps must be >= 1")
-    if optimizer not in ("adam", "sgd"):
+    if optimizer not in CLASSIFIER_DEFAULT_LR:
         raise EvaluationError(f"--optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     doms = discover_domains(data)
     empty = [d for d, v in doms.items() if not v.train]
@@ -378,11 +382,10 @@ def train_classifier(
     loader = torch.utils.data.DataLoader(_ClassifierData(items, image_size, train=True), batch_size=batch_size,
                                          sampler=sampler, num_workers=workers, drop_last=True,
                                          persistent_workers=workers > 0)
+    lr = CLASSIFIER_DEFAULT_LR[optimizer] if lr is None else lr
     if optimizer == "adam":
-        lr = 1e-3 if lr is None else lr
         opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
-        lr = 0.01 if lr is None else lr
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     out = Path(out)
@@ -1060,7 +1063,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=299, help="input side in px (>= 75; aux head at >= 299)")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+    t.add_argument("--optimizer", default="adam", choices=list(CLASSIFIER_DEFAULT_LR),
                    help="adam (AdamW; trains from scratch) or sgd (momentum 0.9; fine-tuning ImageNet weights)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 adam, 0.01 sgd)")
     t.add_argument("--weight-decay", type=float, default=1e-4)

@@ -110,6 +110,15 @@ async (points) => {
 """
 
 
+def _run_and_read(page, points):
+    """Click Stylise and read the new result (``READ_RESULT_JS``), never a stale one: waits for a new URL."""
+    before = page.evaluate("document.querySelector('#result img')?.src || ''")
+    page.click("#run")
+    page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
+                           " return i && i.src && i.src !== old; }", arg=before)
+    return page.evaluate(READ_RESULT_JS, points)
+
+
 def test_missing_content_shows_error_in_page(page):
     page.click("#run")
     toast = page.get_by_text("Upload a content image first.")
@@ -152,20 +161,12 @@ def test_model_with_style_bank_needs_no_style_image(page, tmp_path):
     page.locator("#content-image input[type=file]").set_input_files(str(tmp_path / "content.png"))
     page.locator("#content-image img").first.wait_for(state="visible")
 
-    def run_and_read():
-        before = page.evaluate("document.querySelector('#result img')?.src || ''")
-        page.click("#run")
-        # never read a stale result: wait for a new image URL
-        page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
-                               " return i && i.src && i.src !== old; }", arg=before)
-        return page.evaluate(READ_RESULT_JS, [[10, 10]])
-
-    got = run_and_read()  # no style image uploaded: the first bank style
+    got = _run_and_read(page, [[10, 10]])  # no style image uploaded: the first bank style
     assert (got["w"], got["h"]) == (50, 30)
     assert got["px"][0] == [100, 100, 100]
     page.locator("#style-bank input").click()
     page.get_by_role("option", name="Banked #2").click()
-    assert run_and_read()["px"][0] == [150, 150, 150]
+    assert _run_and_read(page, [[10, 10]])["px"][0] == [150, 150, 150]
 
 
 def test_example_row_of_a_bank_model_uses_the_bank(page, examples):
@@ -177,10 +178,6 @@ def test_example_row_of_a_bank_model_uses_the_bank(page, examples):
     assert page.locator("#model input").input_value() == "banked"
     page.locator("#content-image img").first.wait_for(state="visible")
     assert page.locator("#style-image img").count() == 0
-    before = page.evaluate("document.querySelector('#result img')?.src || ''")
-    page.click("#run")
-    page.wait_for_function("(old) => { const i = document.querySelector('#result img');"
-                           " return i && i.src && i.src !== old; }", arg=before)
-    got = page.evaluate(READ_RESULT_JS, [[5, 5]])
+    got = _run_and_read(page, [[5, 5]])
     assert (got["w"], got["h"]) == Image.open(examples[0][0]).size
     assert got["px"][0] == [100, 100, 100]  # BankEngine's first bank entry
