@@ -9,7 +9,8 @@ A new style domain (one folder of paintings, one of photos; configs/default.yaml
     python train.py --style-dir PAINTINGS --photo-dir PHOTOS --name NAME
 
 Common flags: ``--out DIR --max-steps N --image-size PX --width W --batch-size B --device auto|cpu|cuda
---seed S --resume`` (``--resume-from CHECKPOINT``), plus any config key as ``key=value`` (e.g. ``optim.lr=2e-4``). Outputs go to
+--seed S --resume`` (``--resume-from CHECKPOINT``), ``--init-from CHECKPOINT`` (fine-tune: a new run starting
+from another run's networks), plus any config key as ``key=value`` (e.g. ``optim.lr=2e-4``). Outputs go to
 ``DIR/NAME/``. Several GPUs / nodes: ``torchrun --nproc_per_node 4 train.py --config ...``.
 
 Exit codes: 0 completed, 1 interrupted (Ctrl-C / SIGTERM: the step finishes and a checkpoint is saved),
@@ -54,6 +55,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         "it has none); the run's saved config is used unless --config is given")
     p.add_argument("--resume-from", metavar="CHECKPOINT",
                    help="continue from this training checkpoint (step_N.safetensors) instead")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start a NEW run from the networks of this training checkpoint (fine-tuning, e.g. "
+                        "Van Gogh from a Monet run; optimisers and step start fresh); train.init_from")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=2e-4")
     return p
 
@@ -105,6 +109,8 @@ def build_config(args: argparse.Namespace, base: dict | None = None) -> dict:
         cfg["device"] = args.device
     if args.seed is not None:
         cfg["seed"] = args.seed
+    if args.init_from:
+        cfg["train"]["init_from"] = args.init_from
     return cfg
 
 
@@ -118,7 +124,9 @@ def resume_config(args: argparse.Namespace, cfg: dict) -> dict:
     run_cfg = Path(cfg["out"]).expanduser() / str(cfg["name"]) / "config.yaml"
     if not run_cfg.is_file():
         return cfg
-    saved = yaml.safe_load(run_cfg.read_text(encoding="utf-8"))
+    from models.trainer import load_config
+
+    saved = load_config(run_cfg)  # the defaults + the saved keys: keys added since the run started compare equal
     if not (args.config or args.style_dir):
         cfg = build_config(args, base=yaml.safe_load(yaml.safe_dump(saved)))
     fixed = {k: v for k, v in config_diff(saved, resolve_config(cfg)).items() if k not in MUTABLE_ON_RESUME}
@@ -168,6 +176,7 @@ def _main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         argv = argv[1:]
     args = _train_parser().parse_intermixed_args(argv)
+    from models.checkpoint import CheckpointError
     from models.trainer import TrainingDiverged, fit, resolve_config
 
     try:
@@ -183,7 +192,7 @@ def _main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    except FileExistsError as err:
+    except (FileExistsError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,7 +30,9 @@ from models.trainer import (
     fit,
     load_config,
     resolve_config,
+    structure_loss,
 )
+from models.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -462,3 +464,104 @@ def test_sample_scores_flag_ripple_in_outputs():
     clean = sample_scores(torch.stack([content, content, content], dim=1))
     assert clean["ripple_output"] == pytest.approx(clean["ripple_content"])
 
+
+
+# ---- structure loss (luminance-layout preservation) and fine-tuning from another run ------------------
+
+def _luma_corr_oracle(x: torch.Tensor, y: torch.Tensor, pool: int) -> np.ndarray:
+    """NumPy oracle: BT.601 luma, pool x pool block means, np.corrcoef per image."""
+    w = np.array([0.299, 0.587, 0.114])
+    out = []
+    for xi, yi in zip(x.numpy(), y.numpy()):
+        lum = [np.tensordot(w, im, axes=1) for im in (xi, yi)]
+        h, wd = lum[0].shape[0] // pool, lum[0].shape[1] // pool
+        blocks = [v[: h * pool, : wd * pool].reshape(h, pool, wd, pool).mean((1, 3)).ravel() for v in lum]
+        out.append(np.corrcoef(blocks[0], blocks[1])[0, 1])
+    return np.array(out)
+
+
+def test_structure_loss_matches_numpy_correlation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 18, 22, generator=g, dtype=torch.float64)
+    y = torch.rand(3, 3, 18, 22, generator=g, dtype=torch.float64) + 0.5 * x  # partly correlated
+    want = np.mean(1 - _luma_corr_oracle(x, y, 4))
+    assert structure_loss(x, y, pool=4, eps=0).item() == pytest.approx(want, rel=1e-10)
+    assert structure_loss(x, y, pool=1, eps=0).item() == pytest.approx(np.mean(1 - _luma_corr_oracle(x, y, 1)))
+    # invariant to a positive affine map of the translation (colour/contrast free), maximal when inverted
+    assert structure_loss(x, 0.3 * x - 0.7, eps=0).item() == pytest.approx(0.0, abs=1e-12)
+    assert structure_loss(x, 1 - x, eps=0).item() == pytest.approx(2.0, abs=1e-12)
+    # half precision inputs are computed in float32
+    assert structure_loss(x.half(), y.half()).dtype == torch.float32
+
+
+def test_structure_loss_gradcheck_and_flat_images():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: structure_loss(a, b, pool=2), (x, y))
+    # a flat (constant) translation: loss 1, finite gradients (the eps keeps 0/0 away)
+    flat = torch.full((2, 3, 8, 8), 0.5, dtype=torch.float64, requires_grad=True)
+    loss = structure_loss(x, flat)
+    loss.backward()
+    assert loss.item() == pytest.approx(1.0) and torch.isfinite(flat.grad).all() and torch.isfinite(x.grad).all()
+
+
+def test_structure_loss_rejects_bad_shapes():
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        structure_loss(x, torch.rand(1, 3, 16, 15))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        structure_loss(x[:, :1], x[:, :1])
+    with pytest.raises(ValueError, match="pool"):
+        structure_loss(x, x, pool=32)
+    with pytest.raises(ValueError, match="pool"):
+        structure_loss(x, x, pool=0)
+
+
+def test_init_from_starts_a_new_run_from_another_runs_networks(domains, tmp_path):
+    a, b = domains
+    fit(_config(a, b, tmp_path / "src", steps=2), log=lambda *_: None)
+    src = tmp_path / "src" / "run" / "checkpoints" / "step_00000002.safetensors"
+    src_nets = load_checkpoint(src)["nets"]
+    # load_weights copies all four networks and nothing else
+    cfg = _config(a, b, tmp_path / "ft", extra=["loss.structure=1.0", "seed=5"])
+    t = Trainer(cfg)
+    assert not torch.equal(t.gen_a.state_dict()[next(iter(src_nets["gen_a"]))],
+                           src_nets["gen_a"][next(iter(src_nets["gen_a"]))])  # seed 5 init differs
+    assert t.load_weights(src) == 2 and t.step == 0
+    for name, net in t.nets().items():
+        assert all(torch.equal(v, src_nets[name][k]) for k, v in net.state_dict().items()), name
+    # fit with train.init_from: a new run at step 0, the structure loss logged, the origin recorded
+    lines: list[str] = []
+    cfg = _config(a, b, tmp_path / "ft", steps=2, extra=["loss.structure=1.0", f"train.init_from={src}"])
+    s = fit(cfg, log=lines.append)
+    assert s["steps_done"] == 2 and s["sittings"][0]["start_step"] == 0
+    assert s["init_from"] == {"path": str(src), "step": 2}
+    assert any("initialised from" in ln for ln in lines)
+    m = _metrics(tmp_path / "ft" / "run")
+    assert all(0 <= m[i]["gen/structure_a"] <= 2 and 0 <= m[i]["gen/structure_b"] <= 2 for i in (1, 2))
+    ck = load_checkpoint(tmp_path / "ft" / "run" / "checkpoints" / "step_00000002.safetensors")
+    assert ck["extra"]["init_from"]["step"] == 2 and ck["extra"]["optim"]["gen"]["state"]
+    # --resume continues the fine-tuned run (init_from is not applied again) and keeps the record
+    s = fit(_config(a, b, tmp_path / "ft", steps=3, extra=["loss.structure=1.0", f"train.init_from={src}"]),
+            resume=True, log=lambda *_: None)
+    assert s["steps_done"] == 3 and s["init_from"]["step"] == 2
+
+
+def test_init_from_errors_are_clear(domains, tmp_path, capsys):
+    a, b = domains
+    with pytest.raises(ValueError, match=r"train.init_from \(--init-from\).*does not exist"):
+        _config(a, b, tmp_path, extra=[f"train.init_from={tmp_path / 'nope.safetensors'}"])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        fit(_config(a, b, tmp_path / "o", extra=[f"train.init_from={bad}"]), log=lambda *_: None)
+    # the CLI flag, and a network of another width: one clear line, exit code 2 (no traceback)
+    fit(_config(a, b, tmp_path / "w8", steps=1), log=lambda *_: None)
+    src = tmp_path / "w8" / "run" / "checkpoints" / "step_00000001.safetensors"
+    tiny = [t for t in TINY if not t.startswith(("gen.width", "dis.width"))]
+    argv = ["--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path / "w16"), "--max-steps", "1",
+            "--width", "16", "--init-from", str(src), *tiny]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not match this network" in err and "Traceback" not in err
