@@ -20,6 +20,7 @@ from PIL import Image
 
 import train
 from models import Generator, load_checkpoint
+from models.checkpoint import CheckpointError
 from models.trainer import (
     DEFAULT_CONFIG,
     Trainer,
@@ -32,7 +33,6 @@ from models.trainer import (
     resolve_config,
     structure_loss,
 )
-from models.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -472,7 +472,7 @@ def _luma_corr_oracle(x: torch.Tensor, y: torch.Tensor, pool: int) -> np.ndarray
     """NumPy oracle: BT.601 luma, pool x pool block means, np.corrcoef per image."""
     w = np.array([0.299, 0.587, 0.114])
     out = []
-    for xi, yi in zip(x.numpy(), y.numpy()):
+    for xi, yi in zip(x.numpy(), y.numpy(), strict=True):
         lum = [np.tensordot(w, im, axes=1) for im in (xi, yi)]
         h, wd = lum[0].shape[0] // pool, lum[0].shape[1] // pool
         blocks = [v[: h * pool, : wd * pool].reshape(h, pool, wd, pool).mean((1, 3)).ravel() for v in lum]
