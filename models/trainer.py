@@ -953,16 +953,19 @@ def sample_scores(rows: torch.Tensor) -> dict[str, float]:
         rows: ``(N, 3, 3, H, W)`` rows of (content | style | output) in [0, 1] (``Trainer.sample()["b2a"]``).
 
     Returns:
-        ``{"ripple_output", "ripple_content", "sharpness_output", "sharpness_content"}``: means over the N
+        ``{"ripple_output", "ripple_content", "sharpness_output", "sharpness_content", "luma_corr"}``: means over the N
         rows of :func:`wct.metrics.ripple_score` (oriented stripes at periods 3-12 px; the ripple of the demo
         runs grew from photo level ~30 to thousands in ~1,500 steps) and :func:`wct.metrics.sharpness`
-        (mean luma gradient per pixel, [0, 1] images). The ripple entries are left out for images under 48 px (too small for the band).
+        (mean luma gradient per pixel, [0, 1] images), and ``luma_corr`` = ``1 - structure_loss(content,
+        output)``: the correlation of their coarse luminance in [-1, 1] (near -1: the translation inverts
+        light and dark). The ripple entries are left out for images under 48 px (too small for the band).
     """
     from wct.metrics import ripple_score, sharpness
 
     content, output = rows[:, 0].float().clamp(0, 1), rows[:, 2].float().clamp(0, 1)
     out = {"sharpness_output": float(sharpness(output).mean()),
-           "sharpness_content": float(sharpness(content).mean())}
+           "sharpness_content": float(sharpness(content).mean()),
+           "luma_corr": float(1 - structure_loss(content, output))}
     if min(rows.shape[-2:]) >= 48:
         out["ripple_output"] = float(ripple_score(output).mean())
         out["ripple_content"] = float(ripple_score(content).mean())

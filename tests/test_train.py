@@ -93,7 +93,8 @@ def test_fit_writes_run_folder_and_export(domains, tmp_path):
     samples = [json.loads(ln) for ln in (run / "samples.jsonl").read_text().splitlines()]
     assert [r["step"] for r in samples] == [2, 4]
     for r in samples:  # 32 px samples: sharpness only (ripple needs >= 48 px)
-        assert set(r) == {"step", "sharpness_output", "sharpness_content"}
+        assert set(r) == {"step", "sharpness_output", "sharpness_content", "luma_corr"}
+        assert -1 <= r["luma_corr"] <= 1
         assert r["sharpness_content"] > 0 and math.isfinite(r["sharpness_output"])
     assert list(run.glob("events.out.tfevents.*")) and (run / "config.yaml").is_file()
     m = _metrics(run)
@@ -459,10 +460,13 @@ def test_sample_scores_flag_ripple_in_outputs():
     stripes = (0.5 + 0.3 * torch.sin(2 * math.pi * xx / 5)).expand(2, 3, 64, 64)
     rows = torch.stack([content, content, (0.5 * content + stripes).clamp(0, 1)], dim=1)  # (N, 3, 3, H, W)
     s = sample_scores(rows)
-    assert set(s) == {"ripple_output", "ripple_content", "sharpness_output", "sharpness_content"}
+    assert set(s) == {"ripple_output", "ripple_content", "sharpness_output", "sharpness_content", "luma_corr"}
     assert s["ripple_output"] > 10 * s["ripple_content"]
     clean = sample_scores(torch.stack([content, content, content], dim=1))
     assert clean["ripple_output"] == pytest.approx(clean["ripple_content"])
+    assert clean["luma_corr"] == pytest.approx(1.0, abs=1e-6)
+    inverted = sample_scores(torch.stack([content, content, 1 - content], dim=1))
+    assert inverted["luma_corr"] == pytest.approx(-1.0, abs=1e-6)
 
 
 
