@@ -985,7 +985,7 @@ def fit(config: dict, *, resume: bool | str | Path = False, fault_hook=None, log
     ``.json`` (every ``train.save_every`` steps, at the end, on Ctrl-C / SIGTERM; the last
     ``train.keep_last`` kept), TensorBoard events, ``samples/step_N.png`` (held-out
     content | style | output grids), ``metrics.jsonl`` (losses, every ``train.log_every`` steps),
-    ``samples.jsonl`` (:func:`sample_scores` of the held-out photo -> painting samples: ripple artefact score
+    ``samples.jsonl`` (:func:`sample_scores` of the held-out photo -> painting samples: ripple artefact score,
     sharpness and luminance correlation, every ``train.sample_every`` steps) and ``summary.json``.
 
     Args:
