@@ -119,16 +119,18 @@ def resume_config(args: argparse.Namespace, cfg: dict) -> dict:
     flags; with them, the new config. Either way keys outside ``MUTABLE_ON_RESUME`` must not change."""
     import yaml
 
-    from models.trainer import MUTABLE_ON_RESUME, config_diff, resolve_config
+    from models.trainer import MUTABLE_ON_RESUME, config_diff, find_checkpoints, load_config, resolve_config
 
     run_cfg = Path(cfg["out"]).expanduser() / str(cfg["name"]) / "config.yaml"
     if not run_cfg.is_file():
         return cfg
-    from models.trainer import load_config
-
     saved = load_config(run_cfg)  # the defaults + the saved keys: keys added since the run started compare equal
     if not (args.config or args.style_dir):
         cfg = build_config(args, base=yaml.safe_load(yaml.safe_dump(saved)))
+    if find_checkpoints(run_cfg.parent / "checkpoints"):
+        # a real resume never re-applies train.init_from (the checkpoints record where the run started), so
+        # the file it names may be gone
+        cfg["train"]["init_from"] = None
     fixed = {k: v for k, v in config_diff(saved, resolve_config(cfg)).items() if k not in MUTABLE_ON_RESUME}
     if fixed:
         lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in fixed.items())

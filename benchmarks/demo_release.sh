@@ -2,7 +2,7 @@
 # Issue 9: export the demo training runs (fp16 + style bank) into $EXPORT, score them with evaluate.py against
 # colour transfer, and draw the grids. Safe to rerun at any time (each step overwrites its outputs).
 #
-#   RUNS=/work/runs NAMES="monet vangogh" CLF=/work/runs/classifier/s3e/artworks-mini-scratch96.safetensors \
+#   RUNS=/work/runs NAMES="monet vangogh ukiyoe" CLF=/work/runs/classifier/s3e/artworks-mini-scratch96.safetensors \
 #       bash benchmarks/demo_release.sh
 #
 # Shipping is a separate, deliberate step: a checkpoint goes into checkpoints/ only if it passes
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 EXPORT=${EXPORT:-$RUNS/export}
-NAMES=${NAMES:-"monet vangogh"}
+NAMES=${NAMES:-"monet vangogh ukiyoe"}
 DATA=${DATA:-../shared/data/artworks-mini}
 CLF=${CLF:-$RUNS/classifier/s3e/artworks-mini-scratch96.safetensors}
 MAX_IMAGES=${MAX_IMAGES:-100}

@@ -1463,6 +1463,8 @@ def export_generator(run: str | Path, *, direction: str = "b2a", out: str | Path
         "wall_time_s": extra.get("wall_time_s"),
         "sittings": extra.get("sittings"),
     }
+    if extra.get("init_from"):  # fine-tuned: the run started from another run's networks at this step
+        meta["init_from"] = extra["init_from"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = save_checkpoint(out, {"generator": gen}, gcfg, extra=meta, dtype=torch.float16 if fp16 else None)

@@ -569,3 +569,21 @@ def test_init_from_errors_are_clear(domains, tmp_path, capsys):
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert "does not match this network" in err and "Traceback" not in err
+
+
+def test_cli_fine_tune_resume_and_export_without_the_init_file(domains, tmp_path):
+    a, b = domains
+    fit(_config(a, b, tmp_path / "src", steps=1), log=lambda *_: None)
+    init = tmp_path / "init.safetensors"
+    src = tmp_path / "src" / "run" / "checkpoints" / "step_00000001"
+    for suffix in (".safetensors", ".json"):
+        init.with_suffix(suffix).write_bytes(src.with_suffix(suffix).read_bytes())
+    common = ["--style-dir", str(a), "--photo-dir", str(b), "--out", str(tmp_path / "o"), "--name", "ft", *TINY]
+    assert train.main([*common, "--max-steps", "2", "--init-from", str(init), "loss.structure=1"]) == 0
+    init.unlink()  # the run's checkpoints, not the init file, are what a resume needs
+    assert train.main(["--out", str(tmp_path / "o"), "--name", "ft", "--max-steps", "3", "--resume"]) == 0
+    summary = json.loads((tmp_path / "o" / "ft" / "summary.json").read_text())
+    assert summary["steps_done"] == 3 and summary["init_from"] == {"path": str(init), "step": 1}
+    out = export_generator(tmp_path / "o" / "ft", out=tmp_path / "ft.safetensors", log=lambda *_: None)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["extra"]["init_from"]["step"] == 1 and meta["extra"]["trained_steps"] == 3
