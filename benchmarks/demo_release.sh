@@ -5,6 +5,9 @@
 #   RUNS=/work/runs NAMES="monet vangogh ukiyoe" CLF=/work/runs/classifier/s3e/artworks-mini-scratch96.safetensors \
 #       bash benchmarks/demo_release.sh
 #
+# SKIP_EXPORT=1 scores and draws the checkpoints already in $EXPORT instead (e.g. EXPORT=checkpoints for the
+# shipped set, or a release folder mixing steps of different runs).
+#
 # Shipping is a separate, deliberate step: a checkpoint goes into checkpoints/ only if it passes
 #   SVD_WCT_TEST_CHECKPOINTS=$EXPORT python -m pytest tests/test_checkpoints.py
 # and the grid shows it (see checkpoints/README.md for the current verdicts), e.g.
@@ -27,7 +30,13 @@ NICE=${NICE:-"nice -n 19"}
 
 ckpts=(); specs=()
 for n in $NAMES; do
-  $NICE python train.py export --run "$RUNS/demo-$n" --out "$EXPORT/$n.safetensors" --fp16
+  if [ "${SKIP_EXPORT:-0}" = 1 ]; then  # score the files already in $EXPORT (e.g. the shipped set)
+    [ -f "$EXPORT/$n.safetensors" ] || { echo "SKIP_EXPORT=1 but $EXPORT/$n.safetensors is missing" >&2; exit 2; }
+  else
+    case $n in vangogh) prefix="Van Gogh" ;; ukiyoe) prefix="Ukiyo-e" ;; *) prefix="" ;; esac  # bank display names
+    $NICE python train.py export --run "$RUNS/demo-$n" --out "$EXPORT/$n.safetensors" --fp16 \
+      ${prefix:+--bank-prefix "$prefix"}
+  fi
   ckpts+=(--checkpoint "$EXPORT/$n.safetensors")
   specs+=(--checkpoint "svd-wct demo=$EXPORT/$n.safetensors@$n")
 done

@@ -439,3 +439,32 @@ def test_model_status_from_the_model_card_is_shown():
     assert "early CPU preview: weaker than colour transfer" in text and "`preview`" in text
     _Engine.status = ""
     assert "preview:" not in app._engines_markdown({"preview": _Engine()}, []).lower()
+
+
+def test_default_model_opens_first_and_falls_back_to_colour(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def spy(engines, **kwargs):
+        seen["names"] = list(engines)
+        return real(engines, **kwargs)
+
+    real = app.build_demo
+    monkeypatch.setattr(app, "build_demo", spy)
+    monkeypatch.setattr(app.gr.Blocks, "launch", lambda self, **kw: None)
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    _tiny_checkpoint(ckpts)
+    # the shipped default (vangogh) is not in this folder: colour transfer opens, no error
+    assert app.main(["--checkpoint-dir", str(ckpts), "--no-examples"]) == 0
+    assert seen["names"] == ["color", "tiny"]
+    assert app.main(["--checkpoint-dir", str(ckpts), "--no-examples", "--default-model", "tiny"]) == 0
+    assert seen["names"] == ["tiny", "color"]
+    with pytest.raises(SystemExit):  # a default the user names must exist
+        app.main(["--checkpoint-dir", str(ckpts), "--no-examples", "--default-model", "nope"])
+    # with the shipped default present it opens first; order_engines keeps the rest in order
+    (ckpts / "tiny.safetensors").rename(ckpts / f"{app.DEFAULT_MODEL}.safetensors")
+    (ckpts / "tiny.json").rename(ckpts / f"{app.DEFAULT_MODEL}.json")
+    assert app.main(["--checkpoint-dir", str(ckpts), "--no-examples"]) == 0
+    assert seen["names"] == [app.DEFAULT_MODEL, "color"]
+    assert list(app.order_engines({"a": 1, "b": 2, "c": 3}, "c")) == ["c", "a", "b"]
+    assert list(app.order_engines({"a": 1, "b": 2}, None)) == ["a", "b"]
