@@ -52,7 +52,8 @@ from PIL import Image  # noqa: E402
 
 from wct.io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageNotice, load_image, save_image  # noqa: E402
 
-__all__ = ["build_demo", "example_rows", "load_engines", "make_examples", "main"]
+__all__ = ["blend_strength", "build_demo", "engine_alpha", "example_rows", "load_engines", "make_examples", "main",
+           "order_engines"]
 
 log = logging.getLogger("svd_wct.app")
 
@@ -201,6 +202,36 @@ def make_examples(folder: str | os.PathLike | None = None) -> tuple[list[Path], 
     return out
 
 
+def engine_alpha(engine: Engine, strength: float) -> float | None:
+    """The ``alpha`` the app passes to ``engine.stylize`` for the "Strength" slider value ``strength``.
+
+    Colour transfer: the WCT blend itself (``strength``). Network engines: ``None``, i.e. the learned WCT
+    blends the network was trained with; the strength is applied afterwards by :func:`blend_strength`.
+    Overriding a trained network's blends (about 0.6) with 1.0 gives results it never saw in training
+    (ringing colour edges on the demo checkpoints), so 1 must mean "the model as trained".
+    """
+    return None if getattr(engine, "kind", None) == "network" else float(strength)
+
+
+def blend_strength(engine: Engine, content: Image.Image, out: Image.Image, strength: float) -> Image.Image:
+    """Network engines: ``strength * out + (1 - strength) * content`` per pixel (0 = the content unchanged,
+    1 = the network's output); other engines: ``out`` as is (their ``alpha`` already was the strength).
+
+    Args:
+        engine: the engine that produced ``out``.
+        content: the RGB content image as stylised (same size as ``out``).
+        out: the engine's result. strength: in [0, 1].
+
+    Returns:
+        An RGB image of ``out``'s size, keeping ``out.info`` (notices).
+    """
+    if getattr(engine, "kind", None) != "network" or strength >= 1.0:
+        return out
+    blended = Image.blend(content.convert("RGB").resize(out.size), out.convert("RGB"), float(strength))
+    blended.info.update(out.info)
+    return blended
+
+
 def order_engines(engines: Mapping[str, Engine], first: str | None) -> dict[str, Engine]:
     """The engines with ``first`` moved to the front (the model selected when the page opens).
 
@@ -251,12 +282,14 @@ def _engines_markdown(engines: Mapping[str, Engine], notes: Sequence[str]) -> st
     for name, engine in engines.items():
         bank = _style_bank_names(engine)
         what = "colour transfer (no weights)" if name == "color" else "SVD-WCT network"
-        extra = f", style bank: {', '.join(bank)}" if bank else ""
+        if bank:  # a range, not 16 names: the "Style source" selector lists them
+            what += f", style bank of {len(bank)}" + (f" ({bank[0]} … {bank[-1]})" if len(bank) > 1 else
+                                                      f" ({bank[0]})")
         status = getattr(engine, "status", "")
-        if status:
-            what += f" (**{status}**)"
-        lines.append(f"`{name}` — {what}{extra}")
-    text = "**Models available:** " + "; ".join(lines) if lines else "**No model available.**"
+        if status:  # the model card's one-line verdict, up to its first ';'
+            what += f" — *{status.split(';')[0].strip()}*"
+        lines.append(f"- `{name}`: {what}")
+    text = "**Models available:**\n" + "\n".join(lines) if lines else "**No model available.**"
     if notes:
         text += "\n\n" + "\n".join(f"- ⚠️ {n}" for n in notes)
     return text
@@ -338,7 +371,8 @@ def build_demo(
             content: content image file (required).
             style: style image file; optional for models with a style bank.
             model: engine name, one of the names listed in the "Model" selector (e.g. "color").
-            alpha: strength in [0, 1] (0 = content unchanged, 1 = full style).
+            alpha: strength in [0, 1] (0 = content unchanged, 1 = full style: for networks the model as
+                trained, lower values blend its output with the content).
             preserve_color: keep the content's colours (luminance-only transfer).
             max_resolution: longer side of the output in pixels (larger contents are downscaled), 64-4096.
             style_bank: "" or "Uploaded style image" to use `style`, else the name of a style-bank entry.
@@ -405,8 +439,9 @@ def build_demo(
         try:
             with warnings.catch_warnings():  # engines are thread-safe (models.inference)
                 warnings.simplefilter("ignore", ImageNotice)
-                out = engine.stylize(content_img, style_img, alpha=alpha, preserve_color=bool(preserve_color),
-                                     style_index=style_index, **kwargs)
+                out = engine.stylize(content_img, style_img, alpha=engine_alpha(engine, alpha),
+                                     preserve_color=bool(preserve_color), style_index=style_index, **kwargs)
+                out = blend_strength(engine, content_img, out, alpha)
         except ValueError as exc:  # bad input the engine detected (sizes, etc.)
             raise gr.Error(f"{model}: {exc}") from None
         except MemoryError:
@@ -453,7 +488,8 @@ def build_demo(
                                       info="Your uploaded style image (without one: the first style of the "
                                            "bank), or a painting from the model's style bank.")
                 alpha_in = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Strength (alpha)",
-                                     info="0 = content unchanged, 1 = full style.", elem_id="alpha")
+                                     info="0 = content unchanged, 1 = full style (networks: as trained).",
+                                     elem_id="alpha")
                 keep_in = gr.Checkbox(False, label="Preserve content colours", elem_id="preserve-color")
                 res_in = gr.Slider(MIN_RESOLUTION, MAX_RESOLUTION, value=max_resolution, step=64,
                                    label="Max resolution (px, longer side)", elem_id="max-resolution",

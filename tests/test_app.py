@@ -361,6 +361,8 @@ def test_real_engines_through_the_api(tmp_path, images):
         out_color = _call(client, images["content"], images["style"], model="color")
         out_bank = _call(client, images["content"], None, model="tiny")  # style bank, no style image
         out_bank2 = _call(client, images["content"], None, model="tiny", bank="Tiny #2")
+        out_zero = _call(client, images["content"], None, model="tiny", alpha=0.0)
+        out_half = _call(client, images["content"], None, model="tiny", alpha=0.5)
         out_upload = _call(client, images["wide"], images["style"], model="tiny", alpha=0.5,
                            bank=app.UPLOADED)
         with pytest.raises(AppError, match="Upload a style image"):
@@ -379,6 +381,15 @@ def test_real_engines_through_the_api(tmp_path, images):
     assert bank1.shape == bank2.shape == content.shape
     assert np.abs(bank1 - content).mean() > 1.0
     assert np.abs(bank1 - bank2).max() > 0  # another bank entry, another result
+    # strength 1 = the network as trained (its learned WCT blends, alpha=None), not an override to 1.0
+    direct = engines["tiny"].stylize(Image.open(images["content"]).convert("RGB"), None, style_index=0)
+    assert np.abs(bank1 - np.asarray(direct, np.float64)).max() <= 1
+    overridden = engines["tiny"].stylize(Image.open(images["content"]).convert("RGB"), None, alpha=1.0)
+    assert np.abs(np.asarray(overridden, np.float64) - np.asarray(direct, np.float64)).max() > 1
+    # lower strengths blend the network's output with the content: 0 = the content unchanged
+    zero, half = (np.asarray(Image.open(o).convert("RGB"), np.float64) for o in (out_zero, out_half))
+    assert np.abs(zero - content).max() == 0
+    assert np.abs(half - (0.5 * bank1 + 0.5 * content)).max() <= 1
     assert Image.open(out_upload).size == (200, 100)
 
 
@@ -468,3 +479,20 @@ def test_default_model_opens_first_and_falls_back_to_colour(monkeypatch, tmp_pat
     assert seen["names"] == [app.DEFAULT_MODEL, "color"]
     assert list(app.order_engines({"a": 1, "b": 2, "c": 3}, "c")) == ["c", "a", "b"]
     assert list(app.order_engines({"a": 1, "b": 2}, None)) == ["a", "b"]
+
+
+def test_strength_of_network_and_colour_engines():
+    class Net:
+        kind = "network"
+
+    class Colour:
+        kind = "color"
+
+    assert app.engine_alpha(Net(), 0.3) is None and app.engine_alpha(Colour(), 0.3) == 0.3
+    content = Image.new("RGB", (4, 2), (0, 100, 200))
+    out = Image.new("RGB", (4, 2), (200, 100, 0))
+    out.info["notices"] = ["n"]
+    mixed = app.blend_strength(Net(), content, out, 0.25)
+    assert mixed.getpixel((0, 0)) == (50, 100, 150) and mixed.info["notices"] == ["n"]
+    assert app.blend_strength(Net(), content, out, 1.0) is out
+    assert app.blend_strength(Colour(), content, out, 0.25) is out  # its alpha already was the strength
