@@ -216,7 +216,7 @@ def test_adam_fits_a_colour_cue_from_scratch():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert abs(losses[0] - math.log(2)) < 1e-5  # zero head: uniform prediction at the start
     assert max(losses[-3:]) < 0.35, losses
 
