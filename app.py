@@ -59,10 +59,11 @@ log = logging.getLogger("svd_wct.app")
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
-#: Model selected when the page opens, if its checkpoint is there (else the first engine, ``color``). The
-#: Van Gogh demo checkpoint is the one that beats colour transfer both in domain accuracy (38 % vs 18 % on
-#: artworks-mini's test photos) and visibly in the grid (checkpoints/README.md); ``--default-model`` changes it.
-DEFAULT_MODEL = "vangogh"
+#: Model selected when the page opens, if its checkpoint is there (else the first engine, ``color``):
+#: ``models.inference.DEFAULT_MODEL``, the Van Gogh demo checkpoint, which beats colour transfer both in domain
+#: accuracy (38 % vs 18 % on artworks-mini's test photos) and visibly in the grid (checkpoints/README.md);
+#: ``--default-model`` changes it.
+from models.inference import DEFAULT_MODEL  # noqa: E402
 #: Value of the "Style" selector (and of the API's ``style_bank`` argument) meaning "use the uploaded image".
 UPLOADED = "Uploaded style image"
 #: Range of the "Max resolution" slider (longer side of the content, in pixels).

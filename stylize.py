@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--model", default="auto",
                    help="engine: 'color', a checkpoint name in checkpoints/ (e.g. 'monet'), a path to a "
-                        ".safetensors checkpoint, or 'auto' (the first checkpoint, else 'color')")
+                        ".safetensors checkpoint, or 'auto' (the shipped default 'vangogh' if present, else the "
+                        "first checkpoint, else 'color')")
     p.add_argument("--checkpoint-dir", default=None, help="where checkpoint names are looked up "
                    "(default: the repository's checkpoints/)")
     p.add_argument("--alpha", type=float, default=None,
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from models.inference import available_engines, load_engine
+    from models.inference import DEFAULT_MODEL, available_engines, load_engine
     from wct.io import ImageLoadError, load_image, save_image
 
     def fail_usage(msg: str) -> int:
@@ -244,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[tuple[str, str]] = []
     model = args.model
     if model == "auto":
-        names = available_engines(args.checkpoint_dir)
-        model = names[1] if len(names) > 1 else "color"
+        names = available_engines(args.checkpoint_dir)  # "color" first, then the checkpoints, sorted
+        model = DEFAULT_MODEL if DEFAULT_MODEL in names else (names[1] if len(names) > 1 else "color")
     try:
         kwargs = {} if model == "color" else {"stats_mode": args.tile_stats}
         engine = load_engine(model, device=args.device, checkpoint_dir=args.checkpoint_dir, **kwargs)

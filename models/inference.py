@@ -78,6 +78,7 @@ from wct.io import ImageLoadError, list_images, load_image, pil_to_tensor, tenso
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",
+    "DEFAULT_MODEL",
     "ColorEngine",
     "Engine",
     "NetworkEngine",
@@ -91,6 +92,9 @@ __all__ = [
 
 #: ``checkpoints/`` of the repository (independent of the working directory).
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+#: The shipped checkpoint a user gets by default (``app.py``'s first screen, ``stylize.py --model auto``):
+#: the Van Gogh demo model, the one that beats colour transfer (checkpoints/README.md). Used only if present.
+DEFAULT_MODEL = "vangogh"
 
 StyleItem = Union[Image.Image, int, str, Path]
 ProgressFn = Callable[[float, str], None]

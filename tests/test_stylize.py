@@ -356,3 +356,23 @@ def test_large_contents_are_tiled_automatically(data, tmp_path, monkeypatch, cap
     seen.clear()
     assert stylize.main(args[:-3] + ["--model", "color", "--quiet", "--output", str(tmp_path / "c")]) == 0
     assert sorted(seen) == [((32, 32), None), ((48, 40), None)]  # the pixel-wise colour engine never tiles
+
+
+def test_model_auto_prefers_the_shipped_default(data, tmp_path, capsys):
+    from models.inference import DEFAULT_MODEL
+
+    c0 = str(data / "content" / "c0.png")
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+
+    def engine_line(name: str) -> str:
+        assert stylize.main(["--content", c0, "--output", str(tmp_path / name), "--checkpoint-dir", str(ckpts),
+                             "--style", str(data / "s1.png")]) == 0
+        return next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("engine:"))
+
+    assert engine_line("none").startswith("engine: color")  # no checkpoint: colour transfer
+    for stem in ("aaa", DEFAULT_MODEL):  # "aaa" sorts first; the default still wins once it is there
+        for suffix in (".safetensors", ".json"):
+            (ckpts / f"{stem}{suffix}").write_bytes((data / "ckpt" / f"tiny{suffix}").read_bytes())
+        expected = "aaa" if stem == "aaa" else DEFAULT_MODEL
+        assert engine_line(stem).startswith(f"engine: {expected} "), stem
