@@ -50,6 +50,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+# DEFAULT_MODEL: the model selected when the page opens, if its checkpoint is there (else the first engine,
+# ``color``): the Van Gogh demo checkpoint, which beats colour transfer both in domain accuracy (38 % vs 18 %
+# on artworks-mini's test photos) and visibly in the grid (checkpoints/README.md); --default-model changes it.
+from models.inference import DEFAULT_MODEL  # noqa: E402
 from wct.io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageNotice, load_image, save_image  # noqa: E402
 
 __all__ = ["blend_strength", "build_demo", "engine_alpha", "example_rows", "load_engines", "make_examples", "main",
@@ -59,11 +63,6 @@ log = logging.getLogger("svd_wct.app")
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT_DIR = ROOT / "checkpoints"
-#: Model selected when the page opens, if its checkpoint is there (else the first engine, ``color``):
-#: ``models.inference.DEFAULT_MODEL``, the Van Gogh demo checkpoint, which beats colour transfer both in domain
-#: accuracy (38 % vs 18 % on artworks-mini's test photos) and visibly in the grid (checkpoints/README.md);
-#: ``--default-model`` changes it.
-from models.inference import DEFAULT_MODEL  # noqa: E402
 #: Value of the "Style" selector (and of the API's ``style_bank`` argument) meaning "use the uploaded image".
 UPLOADED = "Uploaded style image"
 #: Range of the "Max resolution" slider (longer side of the content, in pixels).
