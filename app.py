@@ -56,8 +56,8 @@ from PIL import Image  # noqa: E402
 from models.inference import DEFAULT_MODEL  # noqa: E402
 from wct.io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageNotice, load_image, save_image  # noqa: E402
 
-__all__ = ["blend_strength", "build_demo", "engine_alpha", "example_rows", "load_engines", "make_examples", "main",
-           "order_engines"]
+__all__ = ["build_demo", "example_rows", "load_engines", "make_examples", "main", "order_engines",
+           "stylize_at_strength"]
 
 log = logging.getLogger("svd_wct.app")
 
@@ -202,30 +202,28 @@ def make_examples(folder: str | os.PathLike | None = None) -> tuple[list[Path], 
     return out
 
 
-def engine_alpha(engine: Engine, strength: float) -> float | None:
-    """The ``alpha`` the app passes to ``engine.stylize`` for the "Strength" slider value ``strength``.
+def stylize_at_strength(engine: Engine, content: Image.Image, style: Image.Image | None, strength: float,
+                        **kwargs: Any) -> Image.Image:
+    """Run ``engine.stylize`` for the "Strength" slider value ``strength`` in [0, 1].
 
-    Colour transfer: the WCT blend itself (``strength``). Network engines: ``None``, i.e. the learned WCT
-    blends the network was trained with; the strength is applied afterwards by :func:`blend_strength`.
-    Overriding a trained network's blends (about 0.6) with 1.0 gives results it never saw in training
-    (ringing colour edges on the demo checkpoints), so 1 must mean "the model as trained".
-    """
-    return None if getattr(engine, "kind", None) == "network" else float(strength)
-
-
-def blend_strength(engine: Engine, content: Image.Image, out: Image.Image, strength: float) -> Image.Image:
-    """Network engines: ``strength * out + (1 - strength) * content`` per pixel (0 = the content unchanged,
-    1 = the network's output); other engines: ``out`` as is (their ``alpha`` already was the strength).
+    Colour transfer: ``strength`` is the WCT blend ``alpha`` itself. Network engines: the network runs with
+    its learned WCT blends (``alpha=None``; overriding a trained network's blends, about 0.6, with 1.0 gives
+    results it never saw in training: ringing colour edges on the demo checkpoints), then
+    ``strength * out + (1 - strength) * content`` per pixel (0 = the content unchanged, 1 = the network's
+    output as trained).
 
     Args:
-        engine: the engine that produced ``out``.
-        content: the RGB content image as stylised (same size as ``out``).
-        out: the engine's result. strength: in [0, 1].
+        engine: the engine. content: RGB content image. style: style image or ``None`` (style bank).
+        strength: in [0, 1].
+        **kwargs: passed to ``engine.stylize`` (``preserve_color``, ``style_index``, ``tile``, ...).
 
     Returns:
-        An RGB image of ``out``'s size, keeping ``out.info`` (notices).
+        An RGB image of the content's size, keeping the engine result's ``info`` (notices).
     """
-    if getattr(engine, "kind", None) != "network" or strength >= 1.0:
+    if getattr(engine, "kind", None) != "network":
+        return engine.stylize(content, style, alpha=float(strength), **kwargs)
+    out = engine.stylize(content, style, alpha=None, **kwargs)
+    if strength >= 1.0:
         return out
     blended = Image.blend(content.convert("RGB").resize(out.size), out.convert("RGB"), float(strength))
     blended.info.update(out.info)
@@ -439,9 +437,8 @@ def build_demo(
         try:
             with warnings.catch_warnings():  # engines are thread-safe (models.inference)
                 warnings.simplefilter("ignore", ImageNotice)
-                out = engine.stylize(content_img, style_img, alpha=engine_alpha(engine, alpha),
-                                     preserve_color=bool(preserve_color), style_index=style_index, **kwargs)
-                out = blend_strength(engine, content_img, out, alpha)
+                out = stylize_at_strength(engine, content_img, style_img, alpha,
+                                          preserve_color=bool(preserve_color), style_index=style_index, **kwargs)
         except ValueError as exc:  # bad input the engine detected (sizes, etc.)
             raise gr.Error(f"{model}: {exc}") from None
         except MemoryError:

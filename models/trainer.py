@@ -782,7 +782,7 @@ class Trainer:
         """
         tensors, extra = self._read_training_checkpoint(path)
         self._load_nets(path, tensors)
-        return int(extra.get("step", extra.get("counters", {}).get("step", 0)))
+        return int(extra["counters"]["step"])  # as :meth:`resume` reads it
 
     def _read_training_checkpoint(self, path: str | Path) -> tuple[dict, dict]:
         from . import load_checkpoint

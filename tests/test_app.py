@@ -482,17 +482,24 @@ def test_default_model_opens_first_and_falls_back_to_colour(monkeypatch, tmp_pat
 
 
 def test_strength_of_network_and_colour_engines():
-    class Net:
-        kind = "network"
-
-    class Colour:
-        kind = "color"
-
-    assert app.engine_alpha(Net(), 0.3) is None and app.engine_alpha(Colour(), 0.3) == 0.3
     content = Image.new("RGB", (4, 2), (0, 100, 200))
     out = Image.new("RGB", (4, 2), (200, 100, 0))
     out.info["notices"] = ["n"]
-    mixed = app.blend_strength(Net(), content, out, 0.25)
+
+    class Net:
+        kind = "network"
+
+        def stylize(self, content, style, *, alpha, **kwargs):
+            self.alpha = alpha
+            return out
+
+    class Colour(Net):
+        kind = "color"
+
+    net, colour = Net(), Colour()
+    mixed = app.stylize_at_strength(net, content, None, 0.25)
+    assert net.alpha is None  # the network's learned blends
     assert mixed.getpixel((0, 0)) == (50, 100, 150) and mixed.info["notices"] == ["n"]
-    assert app.blend_strength(Net(), content, out, 1.0) is out
-    assert app.blend_strength(Colour(), content, out, 0.25) is out  # its alpha already was the strength
+    assert app.stylize_at_strength(net, content, None, 1.0) is out
+    assert app.stylize_at_strength(colour, content, None, 0.25) is out  # its alpha is the strength
+    assert colour.alpha == 0.25
